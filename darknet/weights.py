@@ -1,0 +1,118 @@
+"""Darknet ``.weights`` files: a small header, then float32 tensors in cfg order.
+
+Header: int32 major, minor, revision; ``seen`` as int64 when ``major*10 + minor >= 2`` (and
+both < 1000), else int32. Each (conv, bn) pair stores, with BN: bn.bias, bn.weight,
+running_mean, running_var, conv.weight; without BN: conv.bias, conv.weight.
+
+Load and save walk the same per-layer (conv, bn) iterator. Loading validates the whole file
+before touching the model, so a bad file never leaves a half-loaded network.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .errors import WeightsError
+from .io import atomic_open
+
+if TYPE_CHECKING:
+    from .model import Darknet
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    major: int = 0
+    minor: int = 2
+    revision: int = 5
+    seen: int = 0
+
+    @property
+    def seen_is_int64(self) -> bool:
+        return self.major * 10 + self.minor >= 2 and self.major < 1000 and self.minor < 1000
+
+    def to_bytes(self) -> bytes:
+        seen = struct.pack("<q" if self.seen_is_int64 else "<i", self.seen)
+        return struct.pack("<3i", self.major, self.minor, self.revision) + seen
+
+
+def _read_header(data: bytes, path: str) -> tuple[WeightsHeader, int]:
+    if len(data) < 16:
+        raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights header")
+    major, minor, revision = struct.unpack_from("<3i", data)
+    header = WeightsHeader(major, minor, revision)
+    if header.seen_is_int64:
+        (seen,), size = struct.unpack_from("<q", data, 12), 20
+    else:
+        (seen,), size = struct.unpack_from("<i", data, 12), 16
+    if len(data) < size:
+        raise WeightsError(f"{path}: truncated header")
+    return WeightsHeader(major, minor, revision, seen), size
+
+
+def storage_tensors(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None) -> list[torch.Tensor]:
+    """The tensors of one (conv, bn) pair in Darknet storage order."""
+    if bn is not None:
+        return [bn.bias, bn.weight, bn.running_mean, bn.running_var, conv.weight]
+    return [conv.bias, conv.weight]
+
+
+def _layer_tensors(model: Darknet) -> Iterator[tuple[int, list[torch.Tensor]]]:
+    for index, layer in enumerate(model.layers):
+        tensors = [t for conv, bn in layer.conv_bn_pairs() for t in storage_tensors(conv, bn)]
+        if tensors:
+            yield index, tensors
+
+
+def load_weights(model: Darknet, path: str | Path) -> WeightsHeader:
+    """Fill ``model`` from a ``.weights`` file; on any error raise and change nothing."""
+    path = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read weights: {e.strerror}") from None
+    header, offset = _read_header(data, path)
+    if (len(data) - offset) % 4:
+        raise WeightsError(f"{path}: {len(data) - offset} bytes after the header is not a "
+                           "whole number of float32 values")
+    floats = np.frombuffer(data, dtype="<f4", offset=offset)
+    needed = sum(t.numel() for _, ts in _layer_tensors(model) for t in ts)
+    plan: list[tuple[torch.Tensor, np.ndarray]] = []
+    ptr = 0
+    for index, tensors in _layer_tensors(model):
+        layer_size = sum(t.numel() for t in tensors)
+        if ptr + layer_size > len(floats):
+            section = model.cfg.layers[index]
+            raise WeightsError(
+                f"{path}: layer {index} [{section.kind}] (cfg line {section.line}) expects "
+                f"{layer_size} floats, found {len(floats) - ptr}; the cfg needs {needed} floats, "
+                f"the file has {len(floats)} (weights for another cfg?)"
+            )
+        for t in tensors:
+            plan.append((t, floats[ptr:ptr + t.numel()]))
+            ptr += t.numel()
+    if ptr != len(floats):
+        raise WeightsError(
+            f"{path}: expected {needed} floats for {model.cfg.path}, found {len(floats)} "
+            f"({len(floats) - needed} extra after the last layer; weights for another cfg?)"
+        )
+    with torch.no_grad():
+        for t, values in plan:
+            t.copy_(torch.from_numpy(values.copy()).view_as(t))
+    return header
+
+
+def save_weights(model: Darknet, path: str | Path, header: WeightsHeader | None = None) -> None:
+    """Write ``model`` as Darknet weights, atomically."""
+    header = header or model.header
+    with atomic_open(path, "wb") as f:
+        f.write(header.to_bytes())
+        for _, tensors in _layer_tensors(model):
+            for t in tensors:
+                f.write(t.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes())

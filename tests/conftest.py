@@ -1,0 +1,35 @@
+"""Shared test helpers: where the cfgs live, and small model factories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_CFGS = sorted((ROOT / "tests" / "cfgs").glob("*.cfg"))
+PROJECT_CFGS = sorted((ROOT / "cfgs").glob("*.cfg"))
+OFFICIAL_CFGS = [ROOT / "cfgs" / "yolov3.cfg",
+                 *sorted((ROOT / "tests" / "data" / "darknet").glob("*.cfg"))]
+FULL_SIZE = {"yolov3.cfg", "res2net-yolov3.cfg", "res2net-yolov3-triangle.cfg",
+             "yolov3-spp.cfg"}
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics so tests see more than the identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return model
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
