@@ -132,10 +132,10 @@ class YoloLayer(NoWeights, nn.Module):
     def num_anchors(self) -> int:
         return self.anchors.shape[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, raw: bool | None = None) -> torch.Tensor:
         b, _, h, w = x.shape
         p = x.view(b, self.num_anchors, self.num_classes + 5, h, w).permute(0, 1, 3, 4, 2)
-        if self.training:
+        if self.training if raw is None else raw:
             return p.contiguous()
         return self.decode(p)
 

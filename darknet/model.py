@@ -24,6 +24,9 @@ class Darknet(nn.Module):
     * eval mode: detections ``[B, A*(H/s)*(W/s), 5 + classes]``: box centre x, y, width,
       height in input pixels, objectness probability, per-class probabilities.
       ``torch.cat(outputs, 1)`` gives every candidate box of an image.
+
+    ``forward(x, raw=True)`` returns the raw layout whatever the mode (a frozen teacher for
+    distillation runs in eval mode but is compared on logits).
     """
 
     def __init__(self, cfg: str | Path | Cfg):
@@ -49,18 +52,20 @@ class Darknet(nn.Module):
     def num_classes(self) -> int:
         return self.yolo_layers[0].num_classes
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, raw: bool | None = None) -> list[torch.Tensor]:
         saved: dict[int, torch.Tensor] = {}
         heads = []
         image, prev = x, x
         for i, layer in enumerate(self.layers):
             ins = [prev if j == i - 1 else image if j == INPUT else saved[j]
                    for j in layer.sources]
-            prev = layer(*ins)
+            if isinstance(layer, YoloLayer):
+                prev = layer(*ins, raw=raw)
+                heads.append(prev)
+            else:
+                prev = layer(*ins)
             if i in self._saved:
                 saved[i] = prev
-            if isinstance(layer, YoloLayer):
-                heads.append(prev)
         return heads
 
     def conv_bn_pairs(self) -> Iterator[tuple[int, nn.Conv2d, nn.BatchNorm2d | None]]:

@@ -105,3 +105,13 @@ def test_info_table_and_bad_size():
     assert proc.returncode == 0 and "maxpool" in proc.stdout and "params:" in proc.stdout
     bad = run_info("--cfg", "tests/cfgs/tiny-darknet.cfg", "--img-size", "100")
     assert bad.returncode == 2 and "multiple of 32, got 100" in bad.stderr
+
+
+def test_raw_forward_in_eval_mode_equals_training_layout():
+    model = Darknet(ROOT / "tests" / "cfgs" / "tiny-res2net.cfg").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        raw = model(x, raw=True)
+        decoded = model(x)
+    assert [tuple(r.shape) for r in raw] == [(1, 3, 8, 8, 7), (1, 3, 16, 16, 7)]
+    assert torch.allclose(raw[0][..., 4:].sigmoid().flatten(), decoded[0][..., 4:].flatten())
