@@ -1,0 +1,17 @@
+"""Detection evaluation: NMS post-processing of YOLO outputs and COCO-standard mAP."""
+
+from evaluation.coco_map import ClassAP, MapAccumulator, MapResult, coco_map
+from evaluation.nms import batched_nms, box_iou, cxcywh_to_xyxy, postprocess
+from evaluation.table import format_map_table
+
+__all__ = [
+    "ClassAP",
+    "MapAccumulator",
+    "MapResult",
+    "batched_nms",
+    "box_iou",
+    "coco_map",
+    "cxcywh_to_xyxy",
+    "format_map_table",
+    "postprocess",
+]
