@@ -1,0 +1,68 @@
+"""`main.py compare`: pruned vs dense in one table."""
+
+from __future__ import annotations
+
+HELP = "compare models: mAP, params, GFLOPs, CPU latency, file size, ratios to the first"
+DESCRIPTION = """Evaluate every --model on the same val split and time them in the same run.
+One row per model: mAP@.5, mAP@.5:.95, parameters, GFLOPs, CPU latency at batch 1 (median of
+--runs passes after warm-up; NMS excluded and reported separately, at score > 0.25), the
+.weights file size, and ratios to the first model (put the dense one first).
+With --out, writes compare.md, compare.json and compare.png (mAP@.5 against GFLOPs).
+
+example:
+  python main.py compare --model dense=cfgs/demo.cfg,runs/train/best.weights \\
+      --model pruned=runs/prune/pruned.cfg,runs/finetune/best.weights --out runs/compare"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", action="append", required=True, metavar="NAME=CFG,WEIGHTS",
+                   help="a model to compare; repeat it, the first is the reference")
+    p.add_argument("--data", default="demo",
+                   help="data .yaml, Darknet .data file or 'demo' (default: demo)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="square input size (default: the first cfg's [net] height)")
+    p.add_argument("--batch-size", type=int, default=32, help="eval batch size (default: 32)")
+    p.add_argument("--runs", type=int, default=30,
+                   help="timed forward passes per model (default: 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed passes first (default: 5)")
+    p.add_argument("--workers", type=int, default=1, help="data loader processes (default: 1)")
+    p.add_argument("--out", default=None, help="directory for compare.md/.json/.png")
+
+
+def run(args) -> int:
+    from comparison.compare import (
+        ModelSpec,
+        Timing,
+        build_rows,
+        format_markdown,
+        load_models,
+        measure_latency,
+        write_report,
+    )
+    from darknet import UserError
+    from engine.data import EpochLoader, build_data
+    from engine.evaluator import evaluate
+    from yolodata import load_spec
+
+    if args.runs < 1 or args.warmup < 0:
+        raise UserError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs}, {args.warmup}")
+    specs = [ModelSpec.parse(m) for m in args.model]
+    models = load_models(specs)
+    img_size = args.img_size or models[0].cfg.net.height
+    if img_size < 32 or img_size % 32:
+        raise UserError(f"--img-size must be a positive multiple of 32, got {img_size}")
+    spec = load_spec(args.data)
+    if spec.num_classes != models[0].num_classes:
+        raise UserError(f"{spec.source}: {spec.num_classes} class names but the models detect "
+                        f"{models[0].num_classes} classes")
+    data = build_data(spec, img_size, train=False)
+    loader = EpochLoader(data.val, args.batch_size, shuffle=False, workers=args.workers)
+    maps = [evaluate(model, loader, spec.names) for model in models]
+    image = data.val[0].image.unsqueeze(0)
+    latencies = measure_latency(models, image, Timing(args.runs, args.warmup))
+    rows = build_rows(specs, models, maps, latencies, img_size)
+    print(format_markdown(rows, img_size), end="")
+    if args.out:
+        paths = write_report(rows, img_size, args.out)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0

@@ -1,0 +1,146 @@
+"""Dense vs pruned, side by side: accuracy, size, compute and measured CPU latency.
+
+Latency is the median of repeated batch-1 forward passes after warm-up, the models timed in
+turns within one run (so background load hits them alike); NMS is timed separately on each
+model's own outputs, because its cost depends on how many boxes survive the score threshold,
+not on the network.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from common.plot import plot_scatter
+from darknet import Darknet, UserError
+from darknet.io import atomic_write_text
+from darknet.summary import count_gflops, count_params
+from evaluation import postprocess
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``NAME=CFG,WEIGHTS`` from the command line."""
+
+    name: str
+    cfg: str
+    weights: str
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        name, sep, rest = text.partition("=")
+        parts = rest.split(",")
+        if not sep or not name or len(parts) != 2 or not all(parts):
+            raise UserError(f"--model expects NAME=CFG,WEIGHTS, got {text!r}")
+        return cls(name, parts[0], parts[1])
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    map50: float
+    map: float
+    params: int
+    gflops: float
+    latency_ms: float  # median forward pass, batch 1, NMS excluded
+    nms_ms: float  # median postprocess (score filter + NMS) on the model's own outputs
+    weights_mb: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    runs: int = 30
+    warmup: int = 5
+    nms_conf: float = 0.25  # deployment-style threshold for the NMS timing
+
+
+def load_models(specs: Sequence[ModelSpec]) -> list[Darknet]:
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UserError(f"model names must be unique, got {names}")
+    models = []
+    for spec in specs:
+        model = Darknet(spec.cfg)
+        model.load_weights(spec.weights)
+        models.append(model.eval())
+    classes = {s.name: m.num_classes for s, m in zip(specs, models, strict=True)}
+    if len(set(classes.values())) > 1:
+        raise UserError(f"models detect different class counts, cannot compare: {classes}")
+    return models
+
+
+@torch.inference_mode()
+def measure_latency(models: Sequence[Darknet], image: torch.Tensor,
+                    timing: Timing = Timing()) -> list[tuple[float, float]]:
+    """Median (forward ms, NMS ms) per model, timed in turns on the same ``image [1,3,S,S]``."""
+    for model in models:
+        for _ in range(timing.warmup):
+            model(image)
+    forward: list[list[float]] = [[] for _ in models]
+    nms: list[list[float]] = [[] for _ in models]
+    for _ in range(timing.runs):
+        for k, model in enumerate(models):
+            t0 = time.perf_counter()
+            out = model(image)
+            t1 = time.perf_counter()
+            postprocess(out, conf_thresh=timing.nms_conf)
+            t2 = time.perf_counter()
+            forward[k].append((t1 - t0) * 1e3)
+            nms[k].append((t2 - t1) * 1e3)
+    return [(statistics.median(f), statistics.median(n)) for f, n in zip(forward, nms,
+                                                                         strict=True)]
+
+
+def build_rows(specs: Sequence[ModelSpec], models: Sequence[Darknet], maps: Sequence,
+               latencies: Sequence[tuple[float, float]], img_size: int) -> list[Row]:
+    return [
+        Row(spec.name, res.map50, res.map, count_params(model), count_gflops(model, img_size),
+            fwd, nms, Path(spec.weights).stat().st_size / 2**20)
+        for spec, model, res, (fwd, nms) in zip(specs, models, maps, latencies, strict=True)
+    ]
+
+
+def ratios(rows: Sequence[Row]) -> list[dict[str, float]]:
+    """Each row against the first (the dense reference): size/cost ratios and mAP deltas."""
+    ref = rows[0]
+    return [{
+        "params": r.params / ref.params,
+        "gflops": r.gflops / ref.gflops,
+        "latency": r.latency_ms / ref.latency_ms,
+        "weights": r.weights_mb / ref.weights_mb,
+        "map50_delta": r.map50 - ref.map50,
+        "map_delta": r.map - ref.map,
+    } for r in rows]
+
+
+def format_markdown(rows: Sequence[Row], img_size: int) -> str:
+    head = ("| model | mAP@.5 | mAP@.5:.95 | params | GFLOPs | latency ms | NMS ms | .weights MB "
+            "| params × | GFLOPs × | latency × | size × |")
+    lines = [head, "|" + "---|" * 12]
+    for r, q in zip(rows, ratios(rows), strict=True):
+        lines.append(
+            f"| {r.name} | {r.map50:.4f} | {r.map:.4f} | {r.params:,} | {r.gflops:.3f} "
+            f"| {r.latency_ms:.2f} | {r.nms_ms:.2f} | {r.weights_mb:.2f} | {q['params']:.3f} "
+            f"| {q['gflops']:.3f} | {q['latency']:.3f} | {q['weights']:.3f} |")
+    lines.append(f"\nInput {img_size}x{img_size}; latency: CPU, batch 1, "
+                 f"{torch.get_num_threads()} threads, median; × = ratio to {rows[0].name}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: Sequence[Row], img_size: int, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    paths = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
+    atomic_write_text(paths["md"], format_markdown(rows, img_size))
+    atomic_write_text(paths["json"], json.dumps(
+        {"img_size": img_size, "reference": rows[0].name,
+         "models": [{**asdict(r), "ratios": q} for r, q in zip(rows, ratios(rows), strict=True)]},
+        indent=2) + "\n")
+    plot_scatter(paths["png"], [(r.name, r.gflops, r.map50) for r in rows],
+                 title=f"mAP@.5 vs GFLOPs at {img_size} px", xlabel="GFLOPs", ylabel="mAP@.5")
+    return paths

@@ -1,0 +1,217 @@
+"""Sparse training, fine-tuning, distillation, comparison and the end-to-end pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import ROOT
+
+from darknet import Darknet, UserError
+from finetune.distill import distillation_loss
+from sparsity.hook import SparsityHook
+from sparsity.penalty import SparsitySchedule
+
+TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
+DEMO_CFG = ROOT / "cfgs" / "demo.cfg"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A few demo images at 64 px (4 classes, as cfgs/demo.cfg)."""
+    from yolodata import ensure_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    return ensure_demo_dataset(root=root, n_train=16, n_val=8, img_size=64, seed=3)
+
+
+def fake_trainer(model, epoch=0, epochs=10):
+    return SimpleNamespace(model=model, epoch=epoch, config=SimpleNamespace(epochs=epochs),
+                           log=lambda text: None)
+
+
+def test_sparsity_hook_adds_exactly_s_sign_gamma_to_prunable_bns_only():
+    from prune import prunable_batchnorms
+
+    torch.manual_seed(0)
+    model = Darknet(TINY).train()
+    with torch.no_grad():  # negative gammas too, so sign() matters
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(-1, 1)
+    sum(o.square().mean() for o in model(torch.randn(2, 3, 64, 64))).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    # scope inner leaves the residual chains' BNs alone: they must keep their gradients
+    hook = SparsityHook(SparsitySchedule(0.01), scope="inner")
+    trainer = fake_trainer(model)
+    hook.on_train_start(trainer)
+    hook.after_backward(trainer)
+
+    prunable = {id(bn.weight) for bn in prunable_batchnorms(model, "inner")}
+    assert prunable and len(prunable) < sum(isinstance(m, torch.nn.BatchNorm2d)
+                                            for m in model.modules())
+    for name, p in model.named_parameters():
+        expected = before[name] + 0.01 * torch.sign(p.detach()) if id(p) in prunable \
+            else before[name]
+        torch.testing.assert_close(p.grad, expected, rtol=0, atol=1e-7, msg=name)
+
+
+def test_sparsity_scope_inner_penalizes_fewer_bns():
+    from prune import prunable_batchnorms
+
+    model = Darknet(ROOT / "cfgs" / "demo.cfg")
+    inner, every = prunable_batchnorms(model, "inner"), prunable_batchnorms(model, "all")
+    assert 0 < len(inner) < len(every)
+    assert {id(b) for b in inner} <= {id(b) for b in every}
+
+
+def test_sparsity_schedule():
+    sched = SparsitySchedule(0.01, "decay", decay_start=0.5, final_frac=0.1)
+    assert [sched.at(e, 10) for e in (0, 4, 5, 9)] == [0.01, 0.01, pytest.approx(0.001),
+                                                      pytest.approx(0.001)]
+    assert SparsitySchedule(0.02).at(9, 10) == 0.02
+    with pytest.raises(ValueError, match="s must be >= 0, got -1"):
+        SparsitySchedule(-1)
+
+
+def _train(tiny_data, tmp_path, hooks, epochs=2):
+    from engine.data import build_data
+    from engine.trainer import TrainConfig, Trainer
+    from yolodata import load_spec
+
+    torch.manual_seed(0)
+    model = Darknet(DEMO_CFG)
+    config = TrainConfig(epochs=epochs, batch_size=8, img_size=64, ema=False, seed=0,
+                         eval_interval=epochs)
+    trainer = Trainer(model, build_data(load_spec(tiny_data), 64), config, tmp_path,
+                      hooks=hooks, progress=False)
+    trainer.fit()
+    return trainer
+
+
+def test_sparse_training_shrinks_prunable_gammas_faster(tiny_data, tmp_path):
+    from prune import prunable_batchnorm_names
+
+    names = prunable_batchnorm_names(Darknet(DEMO_CFG).cfg, "all")
+
+    def l1(model):
+        return sum(float(model.get_submodule(n).weight.detach().abs().sum()) for n in names)
+
+    start = l1(Darknet(DEMO_CFG))
+    plain = _train(tiny_data, tmp_path / "plain", [])
+    hook = SparsityHook(SparsitySchedule(1.0))  # strong: only 4 steps, small lr
+    sparse = _train(tiny_data, tmp_path / "sparse", [hook])
+    assert l1(sparse.model) < l1(plain.model) < start * 1.05
+    assert l1(sparse.model) < 0.97 * l1(plain.model)
+    # the per-epoch report: metrics columns, stats json and the histogram PNG
+    assert "gamma_below" in sparse.history[-1]
+    stats = json.loads((tmp_path / "sparse" / "gamma_stats.json").read_text())
+    assert len(stats["epochs"]) == 2 and len(stats["edges"]) == 41
+    assert (tmp_path / "sparse" / "gamma_hist.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_distillation_loss_is_zero_for_identical_outputs_and_positive_otherwise():
+    torch.manual_seed(0)
+    outs = [torch.randn(2, 3, 4, 4, 9), torch.randn(2, 3, 8, 8, 9)]
+    assert distillation_loss(outs, [o.clone() for o in outs]).item() == 0.0
+    student = [o.clone().requires_grad_(True) for o in outs]
+    shifted = [o + 0.3 for o in outs]
+    loss = distillation_loss(student, shifted)
+    assert loss.item() > 0
+    loss.backward()
+    assert all(s.grad.abs().sum() > 0 for s in student)
+    with pytest.raises(UserError, match="does not match"):
+        distillation_loss(outs, [torch.randn(2, 3, 4, 4, 10), outs[1]])
+
+
+def test_distillation_hook_with_student_equal_to_teacher_adds_zero(tiny_data, tmp_path):
+    from finetune.hook import DistillationHook
+
+    model = Darknet(DEMO_CFG).train()
+    teacher = Darknet(DEMO_CFG)
+    teacher.load_state_dict(model.state_dict())
+    hook = DistillationHook(teacher, weight=2.0)
+    trainer = SimpleNamespace(model=model, device=torch.device("cpu"))
+    hook.on_train_start(trainer)
+    model.eval()  # identical BN behaviour on both sides
+    images = torch.rand(2, 3, 64, 64)
+    assert hook.extra_loss(trainer, images, None, model(images, raw=True)).item() == 0.0
+
+
+def run_main(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_compare_rows_and_ratios_are_consistent(tiny_data, tmp_path):
+    from comparison.compare import ModelSpec, build_rows, load_models, ratios
+    from evaluation import MapResult
+
+    dense = Darknet(DEMO_CFG)
+    dense.save_weights(tmp_path / "dense.weights")
+    from prune import prune_model, write_pruned
+
+    slim, report = prune_model(dense, 0.5)
+    write_pruned(slim, report, tmp_path / "p")
+    specs = [ModelSpec.parse(f"dense={DEMO_CFG},{tmp_path / 'dense.weights'}"),
+             ModelSpec.parse(f"slim={tmp_path / 'p' / 'pruned.cfg'},"
+                             f"{tmp_path / 'p' / 'pruned.weights'}")]
+    models = load_models(specs)
+    maps = [MapResult(0.8, 0.5, {}), MapResult(0.7, 0.4, {})]
+    rows = build_rows(specs, models, maps, [(10.0, 1.0), (4.0, 1.0)], 64)
+    q = ratios(rows)
+    assert q[0] == {"params": 1, "gflops": 1, "latency": 1, "weights": 1,
+                    "map50_delta": 0, "map_delta": 0}
+    assert q[1]["params"] == pytest.approx(rows[1].params / rows[0].params)
+    assert q[1]["latency"] == pytest.approx(0.4)
+    assert q[1]["map50_delta"] == pytest.approx(-0.1)
+    assert rows[1].params == sum(p.numel() for p in models[1].parameters())
+    assert rows[1].weights_mb < rows[0].weights_mb
+
+
+def test_compare_rejects_models_with_different_class_counts(tmp_path):
+    from comparison.compare import ModelSpec, load_models
+
+    Darknet(DEMO_CFG).save_weights(tmp_path / "a.weights")
+    Darknet(TINY).save_weights(tmp_path / "b.weights")
+    with pytest.raises(UserError, match="different class counts"):
+        load_models([ModelSpec("a", str(DEMO_CFG), str(tmp_path / "a.weights")),
+                     ModelSpec("b", str(TINY), str(tmp_path / "b.weights"))])
+    with pytest.raises(UserError, match="NAME=CFG,WEIGHTS"):
+        ModelSpec.parse("just-a-name")
+
+
+def test_bad_workflow_input_exits_2(tmp_path):
+    proc = run_main("sparse", "--s", "-0.1", "--out", tmp_path / "s")
+    assert proc.returncode == 2 and "--s must be >= 0, got -0.1" in proc.stderr
+    Darknet(TINY).save_weights(tmp_path / "tiny.weights")
+    proc = run_main("finetune", "--cfg", DEMO_CFG, "--weights", tmp_path / "tiny.weights",
+                    "--out", tmp_path / "f")
+    assert proc.returncode == 2 and "expects" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
+    out = tmp_path / "pipe"
+    args = ["pipeline", "--out", out, "--data", tiny_data, "--img-size", 64,
+            "--dense-epochs", 1, "--sparse-epochs", 1, "--finetune-epochs", 1, "--distill",
+            "--workers", 0]
+    proc = run_main(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for path in ["dense/best.weights", "dense/last.pt", "dense/results.csv",
+                 "sparse/last.weights", "sparse/gamma_hist.png", "prune/pruned.cfg",
+                 "prune/pruned.weights", "prune/prune_report.json", "finetune/best.weights",
+                 "compare/compare.md", "compare/compare.json", "compare/compare.png",
+                 "pipeline.json"]:
+        assert (out / path).is_file(), path
+    table = json.loads((out / "compare" / "compare.json").read_text())
+    assert [m["name"] for m in table["models"]] == ["dense", "sparse", "pruned", "finetuned"]
+    assert table["models"][2]["params"] < table["models"][0]["params"]
+    # a second run skips every stage; other settings in the same folder are refused
+    again = run_main(*args)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 5
+    other = run_main(*args[:-2], "--ratio", "0.3")
+    assert other.returncode == 2 and "other settings (ratio" in other.stderr
