@@ -1,0 +1,7 @@
+"""Typed errors of the pruner."""
+
+from darknet.errors import UserError
+
+
+class PruneError(UserError):
+    """A pruning request that cannot be carried out (bad ratio, nothing prunable, bad plan)."""

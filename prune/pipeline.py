@@ -1,0 +1,175 @@
+"""The pruning pipeline for callers without the CLI: analyze, score, select, cut, report.
+
+    slim, report = prune_model(model, ratio=0.5)          # model: a loaded Darknet
+    write_pruned(slim, report, "out/")                    # pruned.cfg/.weights/_report.json
+    bns = prunable_batchnorms(model, "all")               # where sparse training puts L1
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch import nn
+
+from darknet.cfg import Cfg, write_cfg
+from darknet.io import atomic_write_text
+from darknet.model import Darknet
+from darknet.sections import MultiScaleSection
+from darknet.shapes import infer_shapes
+from darknet.summary import count_params
+
+from .analysis import ChannelAnalysis, Scope, analyze
+from .cost import gflops
+from .errors import PruneError
+from .fold import FoldNote
+from .importance import class_importance
+from .select import DEFAULT_MIN_KEEP, FloorNote, MinKeep, check_plan, select_channels
+from .surgery import cut_model
+
+PRUNED_CFG, PRUNED_WEIGHTS, PRUNE_REPORT = "pruned.cfg", "pruned.weights", "prune_report.json"
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    index: int
+    kind: str
+    out_before: int
+    out_after: int
+    width_before: int | None  # group width of a [res2net]/[triangle] block
+    width_after: int | None
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    ratio: float
+    scope: str
+    min_keep: str
+    round_to: int
+    params_before: int
+    params_after: int
+    gflops_before: float | None  # at img_size; None when not counted
+    gflops_after: float | None
+    img_size: int | None
+    prunable_channels: int  # coupled channels the scope allows to remove
+    removed_channels: int  # coupled channels removed
+    bn_channels_before: int
+    bn_channels_after: int
+    threshold: float  # importance of the last channel the ratio removed
+    kept: dict[str, list[int]]  # BN module name -> sorted kept channel indices
+    layers: tuple[LayerRow, ...]
+    floors: tuple[FloorNote, ...]
+    folds: tuple[FoldNote, ...]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["threshold"] = self.threshold if self.threshold != float("-inf") else None
+        return d
+
+
+def _layer_rows(dense: Cfg, slim: Cfg) -> tuple[LayerRow, ...]:
+    rows = []
+    for s, a, b, t in zip(dense.layers, infer_shapes(dense), infer_shapes(slim), slim.layers,
+                          strict=True):
+        blocks = isinstance(s, MultiScaleSection)
+        rows.append(LayerRow(
+            s.index, s.kind, a.out.c, b.out.c,
+            s.group_width(a.in_channels) if blocks else None,
+            t.group_width(b.in_channels) if blocks else None,
+        ))
+    return tuple(rows)
+
+
+def _check_prunable(analysis: ChannelAnalysis, scope: Scope) -> None:
+    if not analysis.prunable(scope).any():
+        raise PruneError(f"nothing to prune in {analysis.cfg.path} with --scope {scope}: every "
+                         "channel is fixed (no BatchNorm, read by [yolo], or on a residual "
+                         "chain)")
+
+
+def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
+                min_keep: MinKeep | str | float = DEFAULT_MIN_KEEP, round_to: int = 1,
+                fold: bool = True, img_size: int | None = None) -> tuple[Darknet, PruneReport]:
+    """Remove the least important ``ratio`` of the prunable coupled channels of ``model``.
+
+    ``min_keep`` is a :class:`MinKeep` or its text ("0.1": 10% per layer, "8": 8 channels).
+    Returns the slim model (``model`` is not modified) and the report. GFLOPs are counted at
+    ``img_size`` when given (that costs two thop passes).
+    """
+    scope = Scope(scope)
+    if not isinstance(min_keep, MinKeep):
+        min_keep = MinKeep.parse(min_keep)
+    analysis = analyze(model.cfg)
+    _check_prunable(analysis, scope)
+    structure = analysis.structure(scope)
+    plan = select_channels(structure, class_importance(analysis, model), ratio, min_keep,
+                           round_to)
+    check_plan(structure, plan)
+    slim, folds = cut_model(model, analysis, plan, fold)
+
+    modules = dict(model.named_modules())
+    kept = {layer.name: plan.kept_positions(layer.classes).tolist()
+            for layer in structure.layers}
+    report = PruneReport(
+        ratio=ratio, scope=str(scope), min_keep=str(min_keep), round_to=round_to,
+        params_before=count_params(model), params_after=count_params(slim),
+        gflops_before=gflops(model, img_size) if img_size else None,
+        gflops_after=gflops(slim, img_size) if img_size else None,
+        img_size=img_size,
+        prunable_channels=int(structure.prunable.sum()),
+        removed_channels=int((~plan.keep).sum()),
+        bn_channels_before=sum(modules[n].num_features for n in kept),
+        bn_channels_after=sum(len(v) for v in kept.values()),
+        threshold=plan.threshold, kept=kept,
+        layers=_layer_rows(model.cfg, slim.cfg), floors=plan.floors, folds=tuple(folds),
+    )
+    return slim, report
+
+
+def prunable_batchnorm_names(cfg: Cfg, scope: Scope | str = Scope.ALL) -> list[str]:
+    """BN module names with at least one channel ``scope`` lets the pruner remove."""
+    analysis = analyze(cfg)
+    ok = analysis.prunable(scope)
+    return [s.bn for s in analysis.graph.spaces
+            if s.bn is not None and ok[analysis.classes_of_space(s)].any()]
+
+
+def prunable_batchnorms(model: Darknet, scope: Scope | str = Scope.ALL) -> list[nn.BatchNorm2d]:
+    """The BNs whose gammas take sparse training's L1 penalty (in ``conv_bn_pairs`` order)."""
+    modules = dict(model.named_modules())
+    return [modules[name] for name in prunable_batchnorm_names(model.cfg, scope)]
+
+
+@dataclass(frozen=True)
+class PrunedFiles:
+    cfg: Path
+    weights: Path
+    report: Path
+
+
+def pruned_files(out_dir: str | Path, inputs: tuple[str | Path, ...] = ()) -> PrunedFiles:
+    """Where :func:`write_pruned` writes; raises if that would overwrite one of ``inputs``."""
+    out_dir = Path(out_dir)
+    files = PrunedFiles(out_dir / PRUNED_CFG, out_dir / PRUNED_WEIGHTS, out_dir / PRUNE_REPORT)
+    sources = {Path(p).resolve() for p in inputs}
+    for target in (files.cfg, files.weights, files.report):
+        if target.resolve() in sources:
+            raise PruneError(f"--out {out_dir} would overwrite the input {target}; "
+                             "choose another folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PruneError(f"--out {out_dir} exists and is not a folder")
+    return files
+
+
+def write_pruned(slim: Darknet, report: PruneReport, out_dir: str | Path,
+                 inputs: tuple[str | Path, ...] = ()) -> PrunedFiles:
+    """Write ``pruned.cfg``, ``pruned.weights`` and ``prune_report.json`` atomically.
+
+    Refuses (before writing anything) when a target is one of ``inputs``.
+    """
+    files = pruned_files(out_dir, inputs)
+    write_cfg(slim.cfg, files.cfg)
+    slim.save_weights(files.weights)
+    atomic_write_text(files.report, json.dumps(report.as_dict(), indent=1) + "\n")
+    return files
