@@ -1,0 +1,99 @@
+"""`main.py prune`: remove the least important coupled channels, write a slim cfg + weights."""
+
+HELP = "prune channels by BN gamma (Res2Net-aware); write pruned.cfg/.weights and a report"
+DESCRIPTION = """Rank every prunable channel by |gamma| (a coupled group by the sum over its
+BatchNorms), remove the lowest --ratio fraction, and write DIR/pruned.cfg, DIR/pruned.weights
+and DIR/prune_report.json. Res2Net and Triangle blocks keep one width for all their groups;
+residual chains are pruned as one group (--scope all) or left alone (--scope inner). Every
+layer keeps at least --min-keep channels; a removed channel's constant output act(beta) is
+folded into the layers that read it. The slim model computes what the dense model computes
+with the removed channels' gammas set to zero (exactly where those betas are zero).
+
+The report's "kept" maps each BatchNorm (its module name in Darknet) to its kept channels.
+
+example:
+  python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --ratio 0.5 --out pruned/
+  python main.py prune --cfg cfgs/res2net-yolov3.cfg --random-gammas 0 --ratio 0.5 --out /tmp/p"""
+
+
+def add_arguments(p):
+    p.add_argument("--cfg", required=True, help="Darknet .cfg file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", help="Darknet .weights (sparse-trained for best results)")
+    src.add_argument("--random-gammas", type=int, metavar="SEED",
+                     help="no weights: random init with gammas ~ U(0, 1) (demos, benchmarks)")
+    p.add_argument("--ratio", type=float, required=True,
+                   help="fraction of the prunable (coupled) channels to remove, in [0, 1)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--scope", choices=["all", "inner"], default="all",
+                   help="all: prune residual chains as groups (default); inner: leave them")
+    p.add_argument("--min-keep", default="0.1",
+                   help="per-layer floor: a fraction (0.1 = 10%%) or a count (8); default 0.1")
+    p.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="keep a multiple of N channels per layer (or all of them)")
+    p.add_argument("--no-fold", action="store_true",
+                   help="do not fold removed channels' act(beta) into their readers")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="input size for the GFLOPs count (default: the cfg's [net] height)")
+
+
+def table(report) -> str:
+    lines = [f"{'idx':>4}  {'type':<14}{'out kept / total':>18}  {'group width':<12}"]
+    for r in report.layers:
+        width = f"{r.width_before} -> {r.width_after}" if r.width_before is not None else ""
+        mark = "" if r.out_after == r.out_before else f"  ({r.out_after / r.out_before:.0%})"
+        lines.append(f"{r.index:>4}  {r.kind:<14}{f'{r.out_after} / {r.out_before}':>18}  "
+                     f"{width:<12}{mark}")
+    return "\n".join(lines)
+
+
+def summary(report) -> str:
+    lines = []
+    for f in report.floors:
+        lines.append(f"floor: {f.layer}: the ratio would keep {f.wanted} of {f.size} channels; "
+                     f"kept {f.kept} (--min-keep {report.min_keep})")
+    approx = sum(not n.exact for n in report.folds)
+    if report.folds:
+        lines.append(f"folded removed channels' act(beta) into {len(report.folds)} convs "
+                     f"({approx} of them kxk with padding: exact away from the image border)")
+    lines.append(f"removed {report.removed_channels} of {report.prunable_channels} prunable "
+                 f"coupled channels (--ratio {report.ratio:g}, --scope {report.scope}); "
+                 f"BN channels {report.bn_channels_before:,} -> {report.bn_channels_after:,}")
+    p0, p1 = report.params_before, report.params_after
+    lines.append(f"params: {p0:,} -> {p1:,} ({p1 / p0:.1%})")
+    if report.gflops_before is not None:
+        g0, g1 = report.gflops_before, report.gflops_after
+        lines.append(f"GFLOPs @{report.img_size}: {g0:.4g} -> {g1:.4g} ({g1 / g0:.1%})")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from darknet import Darknet, UserError, parse_cfg
+    from prune import PruneError, prune_model, write_pruned
+    from prune.importance import randomize_gammas
+    from prune.pipeline import pruned_files
+    from prune.select import MinKeep
+
+    if not 0.0 <= args.ratio < 1.0:
+        raise PruneError(f"--ratio must be in [0, 1), got {args.ratio:g}")
+    min_keep = MinKeep.parse(args.min_keep)
+    if args.round_to < 1:
+        raise PruneError(f"--round-to must be >= 1, got {args.round_to}")
+    if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
+        raise UserError(f"--img-size must be a positive multiple of 32, got {args.img_size}")
+    inputs = (args.cfg, *([args.weights] if args.weights else []))
+    pruned_files(args.out, inputs)  # refuse to overwrite an input before any work
+
+    cfg = parse_cfg(args.cfg)
+    model = Darknet(cfg).eval()
+    if args.weights:
+        model.load_weights(args.weights)
+    else:
+        randomize_gammas(model, args.random_gammas)
+    slim, report = prune_model(model, args.ratio, args.scope, min_keep, args.round_to,
+                               fold=not args.no_fold, img_size=args.img_size or cfg.net.height)
+    files = write_pruned(slim, report, args.out, inputs)
+    print(table(report))
+    print(summary(report))
+    print(f"wrote {files.cfg}, {files.weights}, {files.report}")
+    return 0

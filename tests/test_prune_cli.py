@@ -1,0 +1,155 @@
+"""`main.py analyze` and `main.py prune`: output, files, and bad input (one line, exit 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, randomize_bn
+
+import main
+from darknet import Darknet
+
+TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
+OTHER = ROOT / "tests" / "cfgs" / "tiny-darknet.cfg"
+
+NOTHING_TO_PRUNE = """
+[net]
+width=16
+height=16
+channels=3
+[convolutional]
+filters=8
+size=1
+activation=leaky
+[convolutional]
+filters=18
+size=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=4,5, 8,10, 12,9
+classes=1
+num=3
+"""
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def weights(tmp_path):
+    path = tmp_path / "in" / "tiny.weights"
+    path.parent.mkdir()
+    torch.manual_seed(0)
+    randomize_bn(Darknet(TINY)).save_weights(path)
+    return path
+
+
+def run(argv, capsys):
+    code = main.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_analyze_prints_groups_in_words(capsys):
+    code, out, _ = run(["analyze", "--cfg", TINY], capsys)
+    assert code == 0
+    assert "layer 3 [convolutional] (layers.3.bn) [0:32]" in out
+    assert "layer 4 [res2net] conv3 (layers.4.bn3) [0:32]" in out
+    assert "prunable with --scope all (residual chain" in out
+    assert "not prunable: produced by layer 8 [convolutional]" in out
+    assert "layer 2: [res2net] one width for groups G_0..G_3 and every K_i" in out
+
+
+def test_analyze_json(capsys):
+    code, out, _ = run(["analyze", "--cfg", TINY, "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["prunable"]["all"] > data["prunable"]["inner"]
+    assert sum(g["size"] for g in data["groups"]) == data["coupled_channels"]
+
+
+def test_prune_writes_files_prints_table_and_keeps_inputs(tmp_path, weights, capsys):
+    before = digest(weights), digest(TINY)
+    out_dir = tmp_path / "out"
+    code, out, _ = run(["prune", "--cfg", TINY, "--weights", weights, "--ratio", "0.5",
+                        "--out", out_dir, "--round-to", "2"], capsys)
+    assert code == 0
+    assert "res2net" in out and "params:" in out and "GFLOPs @64:" in out
+    assert (digest(weights), digest(TINY)) == before
+    report = json.loads((out_dir / "prune_report.json").read_text())
+    assert report["params_after"] < report["params_before"]
+    assert report["gflops_after"] < report["gflops_before"]
+    assert report["ratio"] == 0.5 and report["round_to"] == 2
+    model = Darknet(out_dir / "pruned.cfg")
+    model.load_weights(out_dir / "pruned.weights")
+    assert sum(p.numel() for p in model.parameters()) == report["params_after"]
+
+
+def test_prune_says_when_the_floor_kicks_in(tmp_path, capsys):
+    code, out, _ = run(["prune", "--cfg", TINY, "--random-gammas", "1", "--ratio", "0.95",
+                        "--out", tmp_path, "--min-keep", "3"], capsys)
+    assert code == 0
+    assert "floor: layers." in out and "(--min-keep 3)" in out
+
+
+@pytest.mark.parametrize("ratio", ["1", "-0.2", "1.5"])
+def test_bad_ratio(tmp_path, weights, capsys, ratio):
+    code, _, err = run(["prune", "--cfg", TINY, "--weights", weights, "--ratio", ratio,
+                        "--out", tmp_path / "o"], capsys)
+    assert code == 2 and err.startswith("error: --ratio must be in [0, 1)")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_weights_of_another_cfg(tmp_path, weights, capsys):
+    before = digest(weights)
+    code, _, err = run(["prune", "--cfg", OTHER, "--weights", weights, "--ratio", "0.5",
+                        "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "weights for another cfg?" in err
+    assert len(err.strip().splitlines()) == 1
+    assert digest(weights) == before and not (tmp_path / "o").exists()
+
+
+def test_nothing_to_prune(tmp_path, capsys):
+    cfg = tmp_path / "plain.cfg"
+    cfg.write_text(NOTHING_TO_PRUNE)
+    code, _, err = run(["prune", "--cfg", cfg, "--random-gammas", "0", "--ratio", "0.5",
+                        "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "nothing to prune" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_out_would_overwrite_the_inputs(tmp_path, weights, capsys):
+    cfg = weights.parent / "pruned.cfg"
+    shutil.copy(TINY, cfg)
+    same = weights.parent / "pruned.weights"
+    shutil.copy(weights, same)
+    before = digest(cfg), digest(same)
+    code, _, err = run(["prune", "--cfg", cfg, "--weights", same, "--ratio", "0.5",
+                        "--out", weights.parent], capsys)
+    assert code == 2 and "would overwrite the input" in err
+    assert (digest(cfg), digest(same)) == before
+    assert not (weights.parent / "prune_report.json").exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [("--min-keep", "0", "--min-keep must be"),
+                                                ("--round-to", "0", "--round-to must be")])
+def test_bad_floor_and_rounding(tmp_path, capsys, flag, value, message):
+    code, _, err = run(["prune", "--cfg", TINY, "--random-gammas", "0", "--ratio", "0.5",
+                        "--out", tmp_path, flag, value], capsys)
+    assert code == 2 and message in err
+
+
+def test_exit_code_from_the_shell(tmp_path):
+    r = subprocess.run([sys.executable, "main.py", "prune", "--cfg", str(TINY),
+                        "--random-gammas", "0", "--ratio", "2", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: --ratio must be in [0, 1), got 2"
