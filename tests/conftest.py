@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-# Tiny models run faster on one thread, and a CI machine has only two cores to share.
+# Tiny models run faster on one thread, and a CI machine has only two cores to share;
+# the CLI subprocesses the tests start inherit the setting through OMP_NUM_THREADS.
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CFGS = sorted((ROOT / "tests" / "cfgs").glob("*.cfg"))
