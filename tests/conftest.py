@@ -18,6 +18,18 @@ TINY_CFGS = sorted((ROOT / "tests" / "cfgs").glob("*.cfg"))
 PROJECT_CFGS = sorted((ROOT / "cfgs").glob("*.cfg"))
 OFFICIAL_CFGS = [ROOT / "cfgs" / "yolov3.cfg",
                  *sorted((ROOT / "tests" / "data" / "darknet").glob("*.cfg"))]
+# A one-class detector + [yolo] head that hand-written test cfgs end with (3 anchors x 6).
+YOLO_HEAD = """[convolutional]
+size=1
+filters=18
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=4,5, 8,10, 12,9
+classes=1
+num=3
+"""
 FULL_SIZE = {"yolov3.cfg", "res2net-yolov3.cfg", "res2net-yolov3-triangle.cfg",
              "yolov3-spp.cfg"}
 

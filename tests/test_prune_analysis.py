@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROJECT_CFGS, ROOT, TINY_CFGS
+from conftest import PROJECT_CFGS, ROOT, TINY_CFGS, YOLO_HEAD
 
 from darknet import Darknet, parse_cfg, parse_cfg_text
 from darknet.sections import SECTION_TYPES, NetSection
@@ -76,16 +76,7 @@ activation=leaky
 [res2net]
 width=5
 scale=1
-[convolutional]
-size=1
-filters=18
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,10, 12,9
-classes=1
-num=3
-""")
+""" + YOLO_HEAD)
     a = analyze(cfg)
     groups = [(g.size, tuple((s.bn, start) for s, start in g.members)) for g in a.groups]
     assert (5, (("layers.1.bn1", 0),)) in groups and (5, (("layers.1.bns.0", 0),)) in groups

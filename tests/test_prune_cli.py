@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, randomize_bn
+from conftest import ROOT, YOLO_HEAD, randomize_bn
 
 import main
 from darknet import Darknet
@@ -27,16 +27,7 @@ channels=3
 filters=8
 size=1
 activation=leaky
-[convolutional]
-filters=18
-size=1
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,10, 12,9
-classes=1
-num=3
-"""
+""" + YOLO_HEAD
 
 
 def digest(path) -> str:

@@ -14,7 +14,7 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CFGS, randomize_bn
+from conftest import ROOT, TINY_CFGS, YOLO_HEAD, randomize_bn
 
 from darknet import Darknet, parse_cfg_text
 from prune import MinKeep, analyze, prune_model, write_pruned
@@ -180,17 +180,7 @@ filters=10
 size=1
 activation=leaky
 
-[convolutional]
-size=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,10, 12,9
-classes=1
-num=3
-"""
+""" + YOLO_HEAD
 
 
 def betas_zero_where_read_by_padded_kxk(model: Darknet) -> Darknet:
@@ -265,17 +255,7 @@ activation=leaky
 width=4
 scale=4
 
-[convolutional]
-size=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,10, 12,9
-classes=1
-num=3
-"""
+""" + YOLO_HEAD
 
 
 def set_gammas(model, gammas: dict[str, list[float]]):
