@@ -38,7 +38,8 @@ examples:
       --batch-size 64 --epochs 100 --device cuda --out runs/coco
   python main.py train --resume --out runs/coco"""
 
-DEFAULT_CFG = "cfgs/demo.cfg"
+DEFAULT_CFG = "cfgs/demo.cfg"  # relative to the project, not to the working directory
+PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = "runs/train"
 # Values chosen on the demo (see the README's training section); None = the engine default.
 DEFAULTS = dict(epochs=30, img_size=128, batch_size=16, lr=0.01, workers=1)
@@ -49,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                   default_out: str = DEFAULT_OUT) -> None:
     """The training flags; ``sparse`` and ``finetune`` reuse them with their own defaults."""
     d = {**DEFAULTS, **(defaults or {})}
-    p.add_argument("--cfg", default=DEFAULT_CFG, help=f"Darknet .cfg (default: {DEFAULT_CFG})")
+    p.add_argument("--cfg", default=None, help=f"Darknet .cfg (default: {DEFAULT_CFG})")
     p.add_argument("--data", default="demo",
                    help="data .yaml (path/train/val/names), Darknet .data file, or 'demo' "
                         "(default: demo)")
@@ -112,6 +113,8 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
             data_source = meta["data"]
         else:
             config = _config(args)
+            if args.cfg is None:
+                args.cfg = str(PROJECT / DEFAULT_CFG)
             cfg_text = _read_text(args.cfg)
             cfg = parse_cfg_text(cfg_text, args.cfg)
             out = _new_run_dir(args.out, default_out) if dist.is_main else None

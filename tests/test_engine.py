@@ -1,0 +1,188 @@
+"""The training engine: it learns, resumes exactly, stops cleanly on NaN, calls hooks in order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import ROOT
+
+from darknet import Darknet
+from engine.checkpoint import load_checkpoint
+from engine.data import DetectionData, EpochLoader, build_data
+from engine.evaluator import evaluate
+from engine.hooks import Hook
+from engine.loss import init_detection_biases
+from engine.trainer import NonFiniteLossError, TrainConfig, Trainer
+from yolodata import YoloDataset, ensure_demo_dataset, load_spec
+
+DEMO = ROOT / "cfgs" / "demo.cfg"
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    return load_spec(ensure_demo_dataset(root=root, n_train=8, n_val=4, img_size=64, seed=1))
+
+
+def fresh_model(seed=0):
+    torch.manual_seed(seed)
+    model = Darknet(DEMO)
+    init_detection_biases(model, 64)
+    return model
+
+
+def small_config(**kw):
+    base = dict(epochs=2, batch_size=4, img_size=64, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_overfits_a_handful_of_images(spec, tmp_path):
+    """Loss falls and mAP climbs on 4 un-augmented images seen over and over."""
+    fixed = YoloDataset(spec.val, spec.num_classes, 64, augment=False)
+    data = DetectionData(fixed, fixed, spec.names, ())
+    model = fresh_model()
+    before = evaluate(model, EpochLoader(fixed, 4, False, 0), spec.names)
+    config = small_config(epochs=50, lr0=0.02, warmup_epochs=3, ema=False, eval_interval=50)
+    history = Trainer(model, data, config, tmp_path, progress=False).fit()
+    assert history[-1]["loss"] < 0.3 * history[0]["loss"]
+    assert history[-1]["map50"] > max(0.5, before.map50 + 0.4)
+
+
+class Interrupt(Hook):
+    """Stops the run at the start of an epoch, as a kill between epochs would."""
+
+    name = "interrupt"
+
+    def __init__(self, at_epoch):
+        self.at_epoch = at_epoch
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_with_identical_state(spec, tmp_path):
+    config = small_config(epochs=3, ema=True, eval_interval=2)
+    data = build_data(spec, 64)  # augmented: the RNG streams must line up too
+    straight = Trainer(fresh_model(), data, config, tmp_path / "a", progress=False)
+    straight.fit()
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(fresh_model(), data, config, tmp_path / "b", progress=False,
+                hooks=[Interrupt(2)]).fit()
+    checkpoint = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert checkpoint["epoch"] == 2
+    resumed = Trainer(fresh_model(seed=1), data, config, tmp_path / "b", progress=False)
+    resumed.fit(checkpoint)
+
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    for key, value in straight.ema.module.state_dict().items():
+        assert torch.equal(value, resumed.ema.module.state_dict()[key]), key
+    opt_a, opt_b = straight.optimizer.state_dict(), resumed.optimizer.state_dict()
+    for key, state in opt_a["state"].items():
+        assert torch.equal(state["momentum_buffer"], opt_b["state"][key]["momentum_buffer"])
+    assert straight.scheduler.state_dict() == resumed.scheduler.state_dict()
+    assert straight.iteration == resumed.iteration
+    for name in ("last.weights", "best.weights"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    drop = ("images_per_s", "train_s", "eval_s")
+    rows = [[{k: v for k, v in r.items() if k not in drop} for r in json.loads(
+        (tmp_path / d / "results.json").read_text())["epochs"]] for d in "ab"]
+    assert rows[0] == rows[1] and len(rows[0]) == 3
+
+
+class PoisonAt(Hook):
+    name = "poison"
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def extra_loss(self, trainer, images, targets, outputs):
+        return torch.tensor(float("nan")) if trainer.epoch == self.epoch else None
+
+
+def test_nan_loss_stops_with_last_good_checkpoint_intact(spec, tmp_path):
+    data = build_data(spec, 64)
+    config = small_config(epochs=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, iteration 1 .*"
+                                                 r"last\.pt \(epoch 1\) is intact"):
+        Trainer(fresh_model(), data, config, tmp_path, progress=False,
+                hooks=[PoisonAt(1)]).fit()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert len(json.loads((tmp_path / "results.json").read_text())["epochs"]) == 1
+    saved = Darknet(DEMO)
+    saved.load_weights(tmp_path / "last.weights")  # complete, readable
+
+    with pytest.raises(NonFiniteLossError, match="no epoch had completed, nothing was written"):
+        Trainer(fresh_model(), data, config, tmp_path / "first", progress=False,
+                hooks=[PoisonAt(0)]).fit()
+    assert not (tmp_path / "first").exists() or not any((tmp_path / "first").iterdir())
+
+
+class Recorder(Hook):
+    name = "recorder"
+
+    def __init__(self):
+        self.events = []
+
+    def on_train_start(self, trainer):
+        self.events.append("start")
+
+    def on_epoch_start(self, trainer, epoch):
+        self.events.append(f"epoch{epoch}")
+
+    def extra_loss(self, trainer, images, targets, outputs):
+        self.events.append("extra")
+        assert images.shape == (4, 3, 64, 64) and targets.shape[1] == 6 and len(outputs) == 3
+        return outputs[0].new_tensor(0.25)
+
+    def after_backward(self, trainer):
+        grads = [p.grad for p in trainer.model.parameters()]
+        assert all(g is not None for g in grads)
+        self.events.append("backward")
+
+    def after_step(self, trainer):
+        self.events.append(f"step{trainer.iteration}")
+
+    def on_epoch_end(self, trainer, metrics):
+        metrics["recorded"] = len(self.events)
+        self.events.append(f"end{epoch_of(metrics)}")
+
+    def on_train_end(self, trainer):
+        self.events.append("done")
+
+
+def epoch_of(metrics):
+    return metrics["epoch"]
+
+
+def test_hooks_run_in_order_and_their_columns_reach_the_results(spec, tmp_path):
+    recorder = Recorder()
+    config = small_config(epochs=1)
+    Trainer(fresh_model(), build_data(spec, 64), config, tmp_path, progress=False,
+            hooks=[recorder]).fit()
+    assert recorder.events == ["start", "epoch0", "extra", "backward", "step1", "extra",
+                               "backward", "step2", "end1", "done"]
+    row = json.loads((tmp_path / "results.json").read_text())["epochs"][0]
+    assert row["loss_recorder"] == pytest.approx(0.25)
+    assert row["recorded"] == 8
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    for column in ("epoch", "loss", "loss_box", "loss_obj", "loss_cls", "lr", "images_per_s",
+                   "map50", "map", "loss_recorder", "recorded"):
+        assert column in header
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "last.weights", "best.weights", "last.pt", "results.json", "results.csv"}
+
+
+def test_weight_decay_skips_batchnorm_and_biases():
+    from engine.trainer import param_groups
+
+    model = Darknet(DEMO)
+    decay, no_decay = param_groups(model, 5e-4)
+    assert all(p.ndim == 4 for p in decay["params"])
+    bn_weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert bn_weights <= {id(p) for p in no_decay["params"]}
+    assert no_decay["weight_decay"] == 0.0
