@@ -11,7 +11,9 @@ import importlib
 import sys
 
 # Sub-commands in the order a user meets them.
-COMMANDS = ["info", "train", "eval", "analyze", "prune", "sparse", "finetune", "compare", "pipeline"]
+COMMANDS = [
+    "info", "train", "eval", "analyze", "prune", "sparse", "finetune", "compare", "pipeline",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

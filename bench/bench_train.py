@@ -28,13 +28,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
+from seed_reference import SeedBottle2neck  # noqa: E402
 
 from darknet import Darknet  # noqa: E402
 from darknet.blocks import Bottle2neck  # noqa: E402
 from engine.data import build_data  # noqa: E402
 from engine.loss import init_detection_biases  # noqa: E402
 from engine.trainer import TrainConfig, Trainer  # noqa: E402
-from seed_reference import SeedBottle2neck  # noqa: E402
 from yolodata import ensure_demo_dataset, load_spec  # noqa: E402
 
 # (batch, channels, size): demo stage 2 at 128 px, and a full-size stage 3 at 416 px / 4.
