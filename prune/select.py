@@ -3,7 +3,7 @@
 Nothing here knows about models or cfgs; inputs are small arrays, so every rule is testable
 with hand-made numbers. The steps, in order:
 
-1. **Global ratio.** Rank the prunable classes by importance (sum of |gamma| over their BNs) and
+1. **Global ratio.** Rank the prunable classes by importance (mean |gamma| over their BNs) and
    remove the lowest ``ratio`` fraction of them (ties: the earlier class goes first).
 2. **One width per split.** For each :class:`SameWidth <prune.graph.SameWidth>` constraint
    (a Res2Net/Triangle block's groups and K_i, or a route's chunks) choose one width ``w'``:

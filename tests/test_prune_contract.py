@@ -267,8 +267,8 @@ def set_gammas(model, gammas: dict[str, list[float]]):
 
 
 def test_block_width_from_group_importances():
-    """Coupled importances (G_i + K_{i-1}) chosen so the ratio keeps [4, 2, 2, 1, 1] of the
-    parts G_0, G_1~K_0, G_2~K_1, G_3, K_2: w' = 2 and each part keeps its top two."""
+    """Coupled importances (mean of G_i and K_{i-1}) chosen so the ratio keeps [4, 2, 2, 1, 1]
+    of the parts G_0, G_1~K_0, G_2~K_1, G_3, K_2: w' = 2 and each part keeps its top two."""
     model = set_gammas(Darknet(parse_cfg_text(BLOCK_CFG)), {
         "layers.1.bn1": [0.90, 0.80, 0.70, 0.60,  # G_0
                          0.50, 0.011, 0.40, 0.012,  # G_1 (+ K_0 below: .55 .012 .45 .014)
@@ -302,6 +302,22 @@ def test_residual_chain_pruned_as_one_group():
     assert report.kept["layers.0.bn"] == report.kept["layers.1.bn3"] == [0, 2, 4, 6]
     assert slim.cfg.layers[0].filters == 4
     assert slim.layers[1].conv1.in_channels == 4 and slim.layers[1].conv3.out_channels == 4
+
+
+def test_chain_channels_ranked_by_mean_gamma():
+    """A residual-chain channel spans two BNs here; at gammas of about .3 against the block's
+    .5 it is the weaker channel and goes first (a sum, .6+, would have kept the chain whole)."""
+    chain = [0.30 + 0.01 * i for i in range(8)]
+    model = set_gammas(Darknet(parse_cfg_text(BLOCK_CFG)), {
+        "layers.0.bn": chain, "layers.1.bn3": chain,
+        "layers.1.bn1": [0.5] * 16, "layers.1.bns.0": [0.5] * 4,
+        "layers.1.bns.1": [0.5] * 4, "layers.1.bns.2": [0.5] * 4,
+    })
+    # 28 prunable coupled channels; 0.25 removes 7: the chain's seven weakest.
+    slim, report = prune_model(model, 0.25, min_keep=1)
+    assert report.kept["layers.0.bn"] == report.kept["layers.1.bn3"] == [7]
+    assert report.kept["layers.1.bn1"] == list(range(16))
+    assert slim.cfg.layers[0].filters == 1
 
 
 def test_floor_keeps_a_layer_alive_and_says_so():
