@@ -22,7 +22,7 @@ import yaml
 
 from yolodata.synth import NAMES, render, sample_scene
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump whenever the output changes: caches are rebuilt
 CACHE_ENV = "RES2NET_YOLO_CACHE"
 SPLITS = ("train", "val")
 PNG_LEVEL = 1  # zlib level 1: noise barely compresses, and level 6 costs twice the time
