@@ -3,8 +3,8 @@
     python bench/bench_train.py                 # demo images/s + block comparison (~1-2 min)
     python bench/bench_train.py --full          # also the default `main.py train` run (~10 min)
 
-1. Demo training images/s: cfgs/demo.cfg at 128 px, batch 16, EMA on, one data-loader
-   worker -- the defaults of `main.py train` -- over one epoch of generated images
+1. Demo training images/s: cfgs/demo.cfg with the defaults of `main.py train` (128 px,
+   batch 8, AdamW, EMA on, loading in the main process) over one epoch of generated images
    (evaluation not counted), median of --rounds epochs.
 2. Block: darknet.blocks.Bottle2neck against tests/seed_reference.SeedBottle2neck with the
    same weights and input, forward + backward (training mode), alternating A B A B so machine
@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch  # noqa: E402
 from seed_reference import SeedBottle2neck  # noqa: E402
 
+from commands.train import DEFAULTS as TRAIN  # noqa: E402
 from darknet import Darknet  # noqa: E402
 from darknet.blocks import Bottle2neck  # noqa: E402
 from engine.data import build_data  # noqa: E402
@@ -45,7 +46,9 @@ def demo_rate(data, out: Path, workers: int) -> float:
     torch.manual_seed(0)
     model = Darknet(ROOT / "cfgs" / "demo.cfg")
     init_detection_biases(model, 128)
-    config = TrainConfig(epochs=1, batch_size=16, img_size=128, ema=True, eval_interval=10)
+    config = TrainConfig(epochs=1, batch_size=TRAIN["batch_size"], img_size=TRAIN["img_size"],
+                         optimizer=TRAIN["optimizer"], lr0=TRAIN["lr"], ema=True,
+                         eval_interval=10)
     trainer = Trainer(model, data, config, out, workers=workers, progress=False)
     return trainer.fit()[-1]["images_per_s"]
 
@@ -102,7 +105,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=320, help="images per demo epoch")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0)
     p.add_argument("--block-steps", type=int, default=10)
     p.add_argument("--full", action="store_true",
                    help="also run the default `main.py train` (about 10 minutes) for its mAP")
@@ -115,7 +118,8 @@ def main() -> None:
         data = build_data(load_spec(yaml), 128)
         rates = [demo_rate(data, Path(tmp) / f"run{r}", args.workers) for r in range(args.rounds)]
     print(f"demo training: {statistics.median(rates):.1f} images/s "
-          f"(runs: {', '.join(f'{v:.1f}' for v in rates)}; cfgs/demo.cfg, 128 px, batch 16)")
+          f"(runs: {', '.join(f'{v:.1f}' for v in rates)}; cfgs/demo.cfg, 128 px, "
+          f"batch {TRAIN['batch_size']})")
     if args.full:
         full_run()
 

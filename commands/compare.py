@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=int, default=30,
                    help="timed forward passes per model (default: 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed passes first (default: 5)")
-    p.add_argument("--workers", type=int, default=1, help="data loader processes (default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader processes (default: 0; models run on the CPU)")
     p.add_argument("--out", default=None, help="directory for compare.md/.json/.png")
 
 
@@ -44,6 +45,8 @@ def run(args) -> int:
     from engine.evaluator import evaluate
     from yolodata import load_spec
 
+    if (args.workers or 0) < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.runs < 1 or args.warmup < 0:
         raise UserError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs}, {args.warmup}")
     specs = [ModelSpec.parse(m) for m in args.model]
@@ -56,7 +59,7 @@ def run(args) -> int:
         raise UserError(f"{spec.source}: {spec.num_classes} class names but the models detect "
                         f"{models[0].num_classes} classes")
     data = build_data(spec, img_size, train=False)
-    loader = EpochLoader(data.val, args.batch_size, shuffle=False, workers=args.workers)
+    loader = EpochLoader(data.val, args.batch_size, shuffle=False, workers=args.workers or 0)
     maps = [evaluate(model, loader, spec.names) for model in models]
     image = data.val[0].image.unsqueeze(0)
     latencies = measure_latency(models, image, Timing(args.runs, args.warmup))

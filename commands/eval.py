@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold (default: 0.6)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
                    help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--workers", type=int, default=1, help="data loader processes (default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader processes (default: 0 on CPU, up to 8 with CUDA)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: map50, map, per_class, images, seconds")
 
@@ -38,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from darknet import Darknet, UserError
     from engine.data import EpochLoader, build_data
-    from engine.distributed import select_device
+    from engine.distributed import DistInfo, default_workers, select_device, set_cpu_threads
     from engine.evaluator import evaluate
     from evaluation import format_map_table
     from yolodata import load_spec
@@ -46,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
     img_size = args.img_size
     if img_size is not None and (img_size < 32 or img_size % 32):
         raise UserError(f"--img-size must be a positive multiple of 32, got {img_size}")
-    if args.batch_size < 1 or args.workers < 0:
+    if args.batch_size < 1 or (args.workers or 0) < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
     if not 0 <= args.conf_thres < 1 or not 0 <= args.iou_thres <= 1:
         raise UserError("--conf-thres must be in [0, 1) and --iou-thres in [0, 1]")
     device = select_device(args.device)
+    info = DistInfo(device=device)
+    if args.workers is None:
+        args.workers = default_workers(info)
+    set_cpu_threads(info, args.workers)
     model = Darknet(args.cfg)
     model.load_weights(args.weights)
     img_size = img_size or model.cfg.net.height

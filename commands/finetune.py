@@ -17,7 +17,7 @@ examples:
       --teacher-cfg cfgs/demo.cfg --teacher-weights runs/train/best.weights"""
 
 DEFAULT_OUT = "runs/finetune"
-DEFAULTS = dict(epochs=10, lr=0.005)
+DEFAULTS = dict(epochs=10, optimizer="adamw", lr=0.003)
 
 
 def add_arguments(p) -> None:

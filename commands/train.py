@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 HELP = "train a detector (default: the demo cfg on the built-in demo dataset)"
-DESCRIPTION = """Train a Darknet-cfg detector with the project's one training engine: SGD with
-warm-up and cosine decay, EMA of the weights, AMP on CUDA, an mAP evaluation on the val split
-after every epoch (--eval-interval).
+DESCRIPTION = """Train a Darknet-cfg detector with the project's one training engine: AdamW or
+SGD with warm-up and cosine decay, EMA of the weights, AMP on CUDA, an mAP evaluation on the
+val split after every epoch (--eval-interval).
 
 With no arguments it trains cfgs/demo.cfg on the built-in demo dataset (generated on first
 use, cached in ~/.cache/res2net-yolo or $RES2NET_YOLO_CACHE) with defaults chosen to finish in
@@ -42,7 +42,7 @@ DEFAULT_CFG = "cfgs/demo.cfg"  # relative to the project, not to the working dir
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = "runs/train"
 # Values chosen on the demo (see the README's training section); None = the engine default.
-DEFAULTS = dict(epochs=30, img_size=128, batch_size=16, lr=0.01, workers=1)
+DEFAULTS = dict(epochs=12, img_size=128, batch_size=8, optimizer="adamw", lr=0.006)
 RUN_FILES = ("last.pt", "last.weights", "best.weights", "results.json")
 
 
@@ -62,8 +62,13 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                    help=f"square input size, a multiple of 32 (default: {d['img_size']})")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help=f"images per step, total over processes (default: {d['batch_size']})")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=d["optimizer"],
+                   help="sgd (momentum 0.937, Nesterov) or adamw (beta1 0.937); adamw gets "
+                        "there in far fewer steps on short runs (default: "
+                        f"{d['optimizer']})")
     p.add_argument("--lr", type=float, default=d["lr"],
-                   help=f"peak learning rate after warm-up (default: {d['lr']})")
+                   help=f"peak learning rate after warm-up (default: {d['lr']}; "
+                        "sgd wants ~0.01, adamw ~0.001-0.003)")
     p.add_argument("--eval-interval", type=int, default=1,
                    help="evaluate mAP every N epochs; the last epoch always (default: 1)")
     p.add_argument("--no-ema", action="store_true",
@@ -76,8 +81,9 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                    help="continue the run in --out from its last completed epoch")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
                    help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--workers", type=int, default=d["workers"],
-                   help=f"data loader processes per training process (default: {d['workers']})")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader processes per training process (default: 0 on CPU, "
+                        "where the cores do better computing; up to 8 with CUDA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -95,13 +101,17 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
     from darknet import Darknet, UserError, parse_cfg_text, write_cfg
     from darknet.io import atomic_write_text
     from engine.checkpoint import load_checkpoint
-    from engine.distributed import barrier, cleanup_distributed, init_distributed
+    from engine.distributed import (barrier, cleanup_distributed, default_workers,
+                                    init_distributed, set_cpu_threads)
     from engine.loss import init_detection_biases
     from engine.trainer import TrainConfig, Trainer
 
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     dist = init_distributed(args.device)
+    if args.workers is None:
+        args.workers = default_workers(dist)
+    set_cpu_threads(dist, args.workers)
     try:
         checkpoint = None
         if args.resume:
@@ -167,7 +177,7 @@ def _config(args: argparse.Namespace):
     from engine.trainer import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
-                       lr0=args.lr, ema=not args.no_ema, eval_interval=args.eval_interval,
+                       optimizer=args.optimizer, lr0=args.lr, ema=not args.no_ema, eval_interval=args.eval_interval,
                        seed=args.seed)
 
 

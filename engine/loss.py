@@ -58,9 +58,9 @@ class LossConfig:
 
     box: float = 0.05
     obj: float = 1.0
-    cls: float = 0.5
+    cls: float = 0.1
     anchor_t: float = 0.2
-    obj_iou: float = 1.0
+    obj_iou: float = 0.0
     ignore_thresh: float | None = None
     label_smoothing: float = 0.0
 

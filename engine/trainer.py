@@ -1,8 +1,8 @@
 """The one training loop: train, sparse training and fine-tuning all run ``Trainer.fit``.
 
 What differs between them plugs in through ``engine.hooks.Hook`` (see that module for the
-call order). The loop itself: SGD (momentum, Nesterov, weight decay on conv weights only)
-with a linear warm-up and cosine decay stepped every iteration, optional EMA of the weights,
+call order). The loop itself: SGD (momentum, Nesterov) or AdamW, weight decay on conv
+weights only, a linear warm-up and cosine decay stepped every iteration, optional EMA of the weights,
 AMP on CUDA, gradient clipping, ``DistributedDataParallel`` under ``torchrun``, and after
 every epoch an evaluation and these files in ``out_dir`` (rank 0 only, each written
 atomically, the checkpoint last):
@@ -66,6 +66,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 16
     img_size: int = 128
+    optimizer: str = "sgd"
     lr0: float = 0.01
     lrf: float = 0.05
     momentum: float = 0.937
@@ -75,8 +76,8 @@ class TrainConfig:
     warmup_momentum: float = 0.8
     grad_clip: float = 10.0
     ema: bool = True
-    ema_decay: float = 0.999
-    ema_tau: float = 500.0
+    ema_decay: float = 0.995
+    ema_tau: float = 200.0
     amp: bool = True
     eval_interval: int = 1
     conf_thres: float = 0.001
@@ -90,6 +91,9 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.img_size % 32:
             raise UserError(f"img_size must be a multiple of 32, got {self.img_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                            f"got {self.optimizer!r}")
         if self.lr0 <= 0 or not 0 < self.lrf <= 1:
             raise UserError(f"need lr0 > 0 and 0 < lrf <= 1, got {self.lr0}, {self.lrf}")
 
@@ -112,6 +116,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             (decay if p.ndim > 1 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum, or AdamW with ``momentum`` as beta1.
+
+    AdamW reaches a given mAP in far fewer steps on short schedules (a few thousand
+    iterations, like the demo's); SGD is the classic choice for long runs, and the one
+    network slimming's L1 subgradient assumes (``main.py sparse`` uses it).
+    """
+    groups = param_groups(model, config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr0, betas=(config.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=config.lr0, momentum=config.momentum,
+                           nesterov=config.nesterov)
 
 
 class LRSchedule:
@@ -186,9 +207,7 @@ class Trainer:
         self.val_loader = EpochLoader(data.val, local_batch * 2, shuffle=False, workers=workers,
                                       pin_memory=self.device.type == "cuda")
 
-        self.optimizer = torch.optim.SGD(param_groups(self.model, config.weight_decay),
-                                         lr=config.lr0, momentum=config.momentum,
-                                         nesterov=config.nesterov)
+        self.optimizer = build_optimizer(self.model, config)
         per_epoch = len(self.train_loader)
         self.warmup_iters = round(config.warmup_epochs * per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -346,7 +365,10 @@ class Trainer:
         else:
             momentum = cfg.momentum
         for group in self.optimizer.param_groups:
-            group["momentum"] = momentum
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            else:
+                group["momentum"] = momentum
 
     def _non_finite(self, epoch: int, step: int, row: torch.Tensor) -> NonFiniteLossError:
         parts = ", ".join(f"{n} {v:.4g}" for n, v in zip(LOSS_NAMES, row[1:4].tolist(),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from darknet import Darknet
+from darknet import Darknet, UserError
 from engine.checkpoint import load_checkpoint
 from engine.data import DetectionData, EpochLoader, build_data
 from engine.evaluator import evaluate
@@ -63,8 +63,9 @@ class Interrupt(Hook):
             raise KeyboardInterrupt
 
 
-def test_resume_continues_with_identical_state(spec, tmp_path):
-    config = small_config(epochs=3, ema=True, eval_interval=2)
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_continues_with_identical_state(spec, tmp_path, optimizer):
+    config = small_config(epochs=3, ema=True, eval_interval=2, optimizer=optimizer)
     data = build_data(spec, 64)  # augmented: the RNG streams must line up too
     straight = Trainer(fresh_model(), data, config, tmp_path / "a", progress=False)
     straight.fit()
@@ -83,7 +84,8 @@ def test_resume_continues_with_identical_state(spec, tmp_path):
         assert torch.equal(value, resumed.ema.module.state_dict()[key]), key
     opt_a, opt_b = straight.optimizer.state_dict(), resumed.optimizer.state_dict()
     for key, state in opt_a["state"].items():
-        assert torch.equal(state["momentum_buffer"], opt_b["state"][key]["momentum_buffer"])
+        for name, value in state.items():  # momentum buffer, or Adam's moments and step
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][key][name]))
     assert straight.scheduler.state_dict() == resumed.scheduler.state_dict()
     assert straight.iteration == resumed.iteration
     for name in ("last.weights", "best.weights"):
@@ -186,3 +188,41 @@ def test_weight_decay_skips_batchnorm_and_biases():
     bn_weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert bn_weights <= {id(p) for p in no_decay["params"]}
     assert no_decay["weight_decay"] == 0.0
+
+
+def test_optimizer_choice_and_its_warmup_momentum(spec, tmp_path):
+    """adamw is AdamW whose beta1 follows the momentum warm-up as SGD's momentum does."""
+    config = small_config(epochs=1, optimizer="adamw", lr0=0.003, warmup_epochs=1, ema=False,
+                          eval_interval=1)
+    data = build_data(spec, 64)
+    trainer = Trainer(fresh_model(), data, config, tmp_path, progress=False)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [5e-4, 0.0]
+    trainer._warmup_momentum()
+    assert trainer.optimizer.param_groups[0]["betas"] == (config.warmup_momentum, 0.999)
+    trainer.iteration = trainer.warmup_iters
+    trainer._warmup_momentum()
+    assert trainer.optimizer.param_groups[0]["betas"] == (config.momentum, 0.999)
+    sgd = Trainer(fresh_model(), data, small_config(), tmp_path / "sgd", progress=False)
+    assert isinstance(sgd.optimizer, torch.optim.SGD) and sgd.optimizer.defaults["nesterov"]
+    with pytest.raises(UserError, match="optimizer must be one of sgd, adamw, got 'adam'"):
+        small_config(optimizer="adam")
+
+
+def test_cpu_threads_leave_room_for_loader_workers(monkeypatch):
+    import engine.distributed as d
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(d, "_cores", lambda: 8)
+    try:
+        assert d.set_cpu_threads(d.DistInfo(), workers=2) == 6
+        assert torch.get_num_threads() == 6
+        assert d.set_cpu_threads(d.DistInfo(world_size=2), workers=1) == 3
+        assert d.set_cpu_threads(d.DistInfo(), workers=16) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert d.set_cpu_threads(d.DistInfo(), workers=0) is None
+        assert d.default_workers(d.DistInfo()) == 0
+        assert d.default_workers(d.DistInfo(world_size=2, device=torch.device("cuda", 0))) == 3
+    finally:
+        torch.set_num_threads(before)
