@@ -43,16 +43,16 @@ def add_arguments(p) -> None:
                    help="fraction of prunable channels to remove (default: 0.5)")
     p.add_argument("--scope", choices=("inner", "all"), default="all",
                    help="prune residual chains too (all) or not (inner) (default: all)")
-    p.add_argument("--s", type=float, default=0.005, help="sparsity rate (default: 0.005)")
-    p.add_argument("--dense-epochs", type=int, default=30, help="(default: 30)")
-    p.add_argument("--sparse-epochs", type=int, default=10, help="(default: 10)")
-    p.add_argument("--finetune-epochs", type=int, default=10, help="(default: 10)")
+    p.add_argument("--s", type=float, default=0.05, help="sparsity rate (default: 0.05)")
+    for stage, command in (("dense", "train"), ("sparse", "sparse"), ("finetune", "finetune")):
+        p.add_argument(f"--{stage}-epochs", type=int, default=None,
+                       help=f"epochs of the {stage} stage (default: `main.py {command}`'s)")
     p.add_argument("--distill", action="store_true",
                    help="fine-tune with distillation from the dense model")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
                    help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="data loader processes (default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader processes (default: each command's own: 0 on CPU)")
 
 
 @dataclass(frozen=True)
@@ -92,18 +92,18 @@ SETTINGS = ("cfg", "data", "weights", "img_size", "ratio", "scope", "s", "dense_
 
 def stage_argv(stage: str, args, p: Paths) -> list[str]:
     """The `main.py` command line of one stage."""
-    common = ["--data", args.data, "--img-size", str(args.img_size), "--workers",
-              str(args.workers)]
+    workers = ["--workers", str(args.workers)] if args.workers is not None else []
+    common = ["--data", args.data, "--img-size", str(args.img_size), *workers]
     device = ["--device", args.device] if args.device else []
     dense_cfg = str(p.dense / "model.cfg")
     pruned_cfg, pruned_weights = str(p.prune / "pruned.cfg"), str(p.prune / "pruned.weights")
     if stage == "dense":
         start = ["--weights", args.weights] if args.weights else []
-        return ["train", "--cfg", args.cfg, *start, "--epochs", str(args.dense_epochs),
+        return ["train", "--cfg", args.cfg, *start, *_epochs(args.dense_epochs),
                 "--out", str(p.dense), *common, *device]
     if stage == "sparse":
         return ["sparse", "--cfg", dense_cfg, "--weights", str(p.dense / "best.weights"),
-                "--s", str(args.s), "--scope", args.scope, "--epochs", str(args.sparse_epochs),
+                "--s", str(args.s), "--scope", args.scope, *_epochs(args.sparse_epochs),
                 "--out", str(p.sparse), *common, *device]
     if stage == "prune":
         return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / "last.weights"),
@@ -112,15 +112,18 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
         teacher = (["--teacher-cfg", dense_cfg, "--teacher-weights",
                     str(p.dense / "best.weights")] if args.distill else [])
         return ["finetune", "--cfg", pruned_cfg, "--weights", pruned_weights, *teacher,
-                "--epochs", str(args.finetune_epochs), "--out", str(p.finetune), *common,
-                *device]
+                *_epochs(args.finetune_epochs), "--out", str(p.finetune), *common, *device]
     return ["compare",
             "--model", f"dense={dense_cfg},{p.dense / 'best.weights'}",
             "--model", f"sparse={dense_cfg},{p.sparse / 'last.weights'}",
             "--model", f"pruned={pruned_cfg},{pruned_weights}",
             "--model", f"finetuned={pruned_cfg},{p.finetune / 'best.weights'}",
-            "--data", args.data, "--img-size", str(args.img_size), "--workers",
-            str(args.workers), "--out", str(p.compare)]
+            "--data", args.data, "--img-size", str(args.img_size), *workers,
+            "--out", str(p.compare)]
+
+
+def _epochs(epochs: int | None) -> list[str]:
+    return ["--epochs", str(epochs)] if epochs is not None else []
 
 
 def _load_manifest(p: Paths, settings: dict) -> dict:
