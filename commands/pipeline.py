@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
                    help="fraction of prunable channels to remove (default: 0.5)")
     p.add_argument("--scope", choices=("inner", "all"), default="all",
                    help="prune residual chains too (all) or not (inner) (default: all)")
-    p.add_argument("--s", type=float, default=0.05, help="sparsity rate (default: 0.05)")
+    p.add_argument("--s", type=float, default=0.01, help="sparsity rate (default: 0.01)")
     for stage, command in (("dense", "train"), ("sparse", "sparse"), ("finetune", "finetune")):
         p.add_argument(f"--{stage}-epochs", type=int, default=None,
                        help=f"epochs of the {stage} stage (default: `main.py {command}`'s)")

@@ -20,7 +20,7 @@ little sparsity: raise --s or train longer; mAP falling away: lower --s or use
 --s-schedule decay so the last epochs recover.
 
 examples:
-  python main.py sparse --weights runs/train/best.weights --s 0.05 --epochs 10
+  python main.py sparse --weights runs/train/best.weights --s 0.01 --epochs 10
   python main.py sparse --cfg cfgs/res2net-yolov3.cfg --data coco.yaml \\
       --weights dense.weights --s 0.001 --s-schedule decay --epochs 100 --device cuda"""
 
@@ -32,8 +32,8 @@ DEFAULTS = dict(epochs=10, optimizer="sgd", lr=0.005)
 def add_arguments(p) -> None:
     train_cmd.add_arguments(p, DEFAULTS, DEFAULT_OUT)
     g = p.add_argument_group("sparsity")
-    g.add_argument("--s", type=float, default=0.05,
-                   help="L1 rate on prunable gammas (default: 0.05, sized for the demo)")
+    g.add_argument("--s", type=float, default=0.01,
+                   help="L1 rate on prunable gammas (default: 0.01, sized for the demo)")
     g.add_argument("--s-schedule", choices=("constant", "decay"), default="constant",
                    help="constant s, or decay to s * --s-final-frac from --s-decay-start "
                         "(a fraction of the epochs) on (default: constant)")
