@@ -55,6 +55,10 @@ def run(args) -> int:
 
     if args.s < 0:
         raise UserError(f"--s must be >= 0, got {args.s}")
+    if args.optimizer != "sgd" and args.s > 0:
+        raise UserError(f"--optimizer {args.optimizer} would rescale the L1 subgradient per "
+                        "gamma (every gamma would shrink at the learning rate); sparse "
+                        "training needs --optimizer sgd")
     try:
         schedule = SparsitySchedule(args.s, args.s_schedule, args.s_decay_start,
                                     args.s_final_frac)

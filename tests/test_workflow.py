@@ -188,6 +188,8 @@ def test_compare_rejects_models_with_different_class_counts(tmp_path):
 def test_bad_workflow_input_exits_2(tmp_path):
     proc = run_main("sparse", "--s", "-0.1", "--out", tmp_path / "s")
     assert proc.returncode == 2 and "--s must be >= 0, got -0.1" in proc.stderr
+    proc = run_main("sparse", "--optimizer", "adamw", "--out", tmp_path / "s")
+    assert proc.returncode == 2 and "sparse training needs --optimizer sgd" in proc.stderr
     Darknet(TINY).save_weights(tmp_path / "tiny.weights")
     proc = run_main("finetune", "--cfg", DEMO_CFG, "--weights", tmp_path / "tiny.weights",
                     "--out", tmp_path / "f")
