@@ -25,6 +25,9 @@ def add_arguments(p):
     p.add_argument("--ratio", type=float, required=True,
                    help="fraction of the prunable (coupled) channels to remove, in [0, 1)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--criterion", choices=["gamma", "gamma-per-flop"], default="gamma",
+                   help="rank channels by mean |gamma| (network slimming; default) or by mean "
+                        "|gamma| per multiply-add, which cuts where the FLOPs are")
     p.add_argument("--scope", choices=["all", "inner"], default="all",
                    help="all: prune residual chains as groups (default); inner: leave them")
     p.add_argument("--min-keep", default="0.1",
@@ -57,7 +60,8 @@ def summary(report) -> str:
         lines.append(f"folded removed channels' act(beta) into {len(report.folds)} convs "
                      f"({approx} of them kxk with padding: exact away from the image border)")
     lines.append(f"removed {report.removed_channels} of {report.prunable_channels} prunable "
-                 f"coupled channels (--ratio {report.ratio:g}, --scope {report.scope}); "
+                 f"coupled channels (--ratio {report.ratio:g}, --criterion {report.criterion}, "
+                 f"--scope {report.scope}); "
                  f"BN channels {report.bn_channels_before:,} -> {report.bn_channels_after:,}")
     p0, p1 = report.params_before, report.params_after
     lines.append(f"params: {p0:,} -> {p1:,} ({p1 / p0:.1%})")
@@ -91,7 +95,8 @@ def run(args) -> int:
     else:
         randomize_gammas(model, args.random_gammas)
     slim, report = prune_model(model, args.ratio, args.scope, min_keep, args.round_to,
-                               fold=not args.no_fold, img_size=args.img_size or cfg.net.height)
+                               fold=not args.no_fold, img_size=args.img_size or cfg.net.height,
+                               criterion=args.criterion)
     files = write_pruned(slim, report, args.out, inputs)
     print(table(report))
     print(summary(report))

@@ -4,7 +4,8 @@ Three separate concerns, one module each:
 
 * which channels are coupled: ``graph`` (the channel graph), ``rules`` (one coupling rule
   per section type), ``analysis`` (coupled classes, readable groups);
-* how important they are: ``importance`` (mean |gamma|), ``select`` (pure keep-plan);
+* how important they are: ``importance`` (mean |gamma|, optionally per multiply-add),
+  ``select`` (pure keep-plan);
 * how to cut: ``slim_cfg`` (the pruned cfg), ``fold`` (removed channels' constants),
   ``surgery`` (the slim model).
 

@@ -6,6 +6,11 @@ mean of its members' |gamma| (torch-pruning's default group reduction). The mean
 scale for every class: a sum would rank a residual-chain channel that spans twenty BNs above
 any single-BN channel however small its gammas are, so the chains -- where most parameters
 sit -- would never be pruned. Classes without any BN member score 0; they are fixed anyway.
+
+``class_scores`` offers a second ranking, ``gamma-per-flop``: the same importance divided by
+the multiply-adds the channel costs. Sparse training mostly frees channels of the wide,
+low-resolution layers, where the parameters are; the FLOPs sit in the narrow high-resolution
+ones, which this ranking reaches first.
 """
 
 from __future__ import annotations
@@ -30,6 +35,60 @@ def class_importance(analysis: ChannelAnalysis, model: nn.Module) -> np.ndarray:
         np.add.at(total, classes, gamma)
         np.add.at(members, classes, 1)
     return total / np.maximum(members, 1)
+
+
+CRITERIA = ("gamma", "gamma-per-flop")
+PROBE = 32  # input size the MACs are counted at; every layer's area scales alike with it
+
+
+def class_macs(analysis: ChannelAnalysis, model: nn.Module, probe: int = PROBE) -> np.ndarray:
+    """Per class: the multiply-adds one forward at ``probe`` px spends on its channels.
+
+    A class's channel costs its producing convs one output channel each
+    (``C_in / groups * k * k * H * W``) and every conv that reads it one input channel
+    (``C_out / groups * k * k * H * W``); H, W are the conv's output size, read from a probe
+    forward. The ranking does not depend on ``probe``: all areas scale by the same factor.
+    """
+    area: dict[str, int] = {}
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    hooks = [m.register_forward_hook(
+        lambda _m, _i, out, name=name: area.__setitem__(name, out.shape[-2] * out.shape[-1]))
+        for name, m in convs.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, convs[next(iter(convs))].in_channels, probe, probe))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    macs = np.zeros(analysis.num_classes, dtype=np.float64)
+    for space in analysis.graph.spaces:
+        if space.conv is not None:
+            w = convs[space.conv].weight
+            np.add.at(macs, analysis.classes_of_space(space), w[0].numel() * area[space.conv])
+    for reader in analysis.graph.consumers:
+        conv = convs[reader.conv]
+        per_input = conv.out_channels // conv.groups * conv.weight[0, 0].numel() * area[reader.conv]
+        np.add.at(macs, analysis.classes_of_tensor(reader.input), per_input)
+    return macs
+
+
+def class_scores(analysis: ChannelAnalysis, model: nn.Module,
+                 criterion: str = "gamma") -> np.ndarray:
+    """What the global ratio ranks classes by (lowest removed first).
+
+    ``gamma``: mean |gamma| (network slimming). ``gamma-per-flop``: mean |gamma| per
+    multiply-add, the greedy order for keeping the most importance within a compute budget:
+    of two channels equally weak, the one read at 64x64 goes before the one read at 4x4.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    importance = class_importance(analysis, model)
+    if criterion == "gamma":
+        return importance
+    return importance / np.maximum(class_macs(analysis, model), 1.0)
 
 
 def randomize_gammas(model: nn.Module, seed: int) -> nn.Module:
