@@ -101,8 +101,13 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
     from darknet import Darknet, UserError, parse_cfg_text, write_cfg
     from darknet.io import atomic_write_text
     from engine.checkpoint import load_checkpoint
-    from engine.distributed import (barrier, cleanup_distributed, default_workers,
-                                    init_distributed, set_cpu_threads)
+    from engine.distributed import (
+        barrier,
+        cleanup_distributed,
+        default_workers,
+        init_distributed,
+        set_cpu_threads,
+    )
     from engine.loss import init_detection_biases
     from engine.trainer import TrainConfig, Trainer
 
@@ -177,8 +182,8 @@ def _config(args: argparse.Namespace):
     from engine.trainer import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
-                       optimizer=args.optimizer, lr0=args.lr, ema=not args.no_ema, eval_interval=args.eval_interval,
-                       seed=args.seed)
+                       optimizer=args.optimizer, lr0=args.lr, ema=not args.no_ema,
+                       eval_interval=args.eval_interval, seed=args.seed)
 
 
 def _read_text(path: str) -> str:

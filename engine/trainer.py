@@ -2,9 +2,9 @@
 
 What differs between them plugs in through ``engine.hooks.Hook`` (see that module for the
 call order). The loop itself: SGD (momentum, Nesterov) or AdamW, weight decay on conv
-weights only, a linear warm-up and cosine decay stepped every iteration, optional EMA of the weights,
-AMP on CUDA, gradient clipping, ``DistributedDataParallel`` under ``torchrun``, and after
-every epoch an evaluation and these files in ``out_dir`` (rank 0 only, each written
+weights only, a linear warm-up and cosine decay stepped every iteration, optional EMA of the
+weights, AMP on CUDA, gradient clipping, ``DistributedDataParallel`` under ``torchrun``, and
+after every epoch an evaluation and these files in ``out_dir`` (rank 0 only, each written
 atomically, the checkpoint last):
 
 * ``last.weights`` -- Darknet weights after the epoch (the EMA copy when EMA is on);

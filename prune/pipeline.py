@@ -117,7 +117,8 @@ def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
     kept = {layer.name: plan.kept_positions(layer.classes).tolist()
             for layer in structure.layers}
     report = PruneReport(
-        ratio=ratio, criterion=criterion, scope=str(scope), min_keep=str(min_keep), round_to=round_to,
+        ratio=ratio, criterion=criterion, scope=str(scope), min_keep=str(min_keep),
+        round_to=round_to,
         params_before=count_params(model), params_after=count_params(slim),
         gflops_before=gflops(model, img_size) if img_size else None,
         gflops_after=gflops(slim, img_size) if img_size else None,
