@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from darknet import Darknet, UserError
     from engine.data import EpochLoader, build_data
-    from engine.distributed import DistInfo, default_workers, select_device, set_cpu_threads
+    from engine.distributed import DistInfo, loader_workers, select_device
     from engine.evaluator import evaluate
     from evaluation import format_map_table
     from yolodata import load_spec
@@ -52,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.conf_thres < 1 or not 0 <= args.iou_thres <= 1:
         raise UserError("--conf-thres must be in [0, 1) and --iou-thres in [0, 1]")
     device = select_device(args.device)
-    info = DistInfo(device=device)
-    if args.workers is None:
-        args.workers = default_workers(info)
-    set_cpu_threads(info, args.workers)
+    args.workers = loader_workers(DistInfo(device=device), args.workers)
     model = Darknet(args.cfg)
     model.load_weights(args.weights)
     img_size = img_size or model.cfg.net.height

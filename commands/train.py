@@ -101,22 +101,14 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
     from darknet import Darknet, UserError, parse_cfg_text, write_cfg
     from darknet.io import atomic_write_text
     from engine.checkpoint import load_checkpoint
-    from engine.distributed import (
-        barrier,
-        cleanup_distributed,
-        default_workers,
-        init_distributed,
-        set_cpu_threads,
-    )
+    from engine.distributed import barrier, cleanup_distributed, init_distributed, loader_workers
     from engine.loss import init_detection_biases
     from engine.trainer import TrainConfig, Trainer
 
     if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     dist = init_distributed(args.device)
-    if args.workers is None:
-        args.workers = default_workers(dist)
-    set_cpu_threads(dist, args.workers)
+    args.workers = loader_workers(dist, args.workers)
     try:
         checkpoint = None
         if args.resume:

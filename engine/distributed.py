@@ -92,6 +92,14 @@ def set_cpu_threads(info: DistInfo, workers: int) -> int | None:
     return threads
 
 
+def loader_workers(info: DistInfo, workers: int | None) -> int:
+    """``workers`` (None: ``default_workers``), after setting torch's CPU threads around them."""
+    if workers is None:
+        workers = default_workers(info)
+    set_cpu_threads(info, workers)
+    return workers
+
+
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -32,7 +32,7 @@ class ModelEMA:
         self.decay, self.tau = decay, tau
         self.updates = 0
         self._pairs: tuple[list, list, list, list] | None = None
-        self._source: int | None = None
+        self._source: nn.Module | None = None
 
     def current_decay(self) -> float:
         return self.decay * (1 - math.exp(-self.updates / self.tau))
@@ -53,14 +53,14 @@ class ModelEMA:
         training updates in place, so the lists stay valid (walking the module tree every
         step cost ~4% of a demo training step).
         """
-        if self._pairs is None or self._source != id(model):
+        if self._pairs is None or self._source is not model:
             source = model.state_dict()
             pairs: tuple[list, list, list, list] = ([], [], [], [])
             for name, value in self.module.state_dict().items():
                 k = 0 if value.dtype.is_floating_point else 2
                 pairs[k].append(value)
                 pairs[k + 1].append(source[name].to(value.dtype))
-            self._pairs, self._source = pairs, id(model)
+            self._pairs, self._source = pairs, model
         return self._pairs
 
     def state_dict(self) -> dict:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from darknet.model import Darknet
+
 from .analysis import ChannelAnalysis
 
 
@@ -41,7 +43,7 @@ CRITERIA = ("gamma", "gamma-per-flop")
 PROBE = 32  # input size the MACs are counted at; every layer's area scales alike with it
 
 
-def class_macs(analysis: ChannelAnalysis, model: nn.Module, probe: int = PROBE) -> np.ndarray:
+def class_macs(analysis: ChannelAnalysis, model: Darknet, probe: int = PROBE) -> np.ndarray:
     """Per class: the multiply-adds one forward at ``probe`` px spends on its channels.
 
     A class's channel costs its producing convs one output channel each
@@ -58,7 +60,7 @@ def class_macs(analysis: ChannelAnalysis, model: nn.Module, probe: int = PROBE) 
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, convs[next(iter(convs))].in_channels, probe, probe))
+            model(torch.zeros(1, model.cfg.net.channels, probe, probe))
     finally:
         model.train(was_training)
         for h in hooks:
@@ -75,7 +77,7 @@ def class_macs(analysis: ChannelAnalysis, model: nn.Module, probe: int = PROBE) 
     return macs
 
 
-def class_scores(analysis: ChannelAnalysis, model: nn.Module,
+def class_scores(analysis: ChannelAnalysis, model: Darknet,
                  criterion: str = "gamma") -> np.ndarray:
     """What the global ratio ranks classes by (lowest removed first).
 
