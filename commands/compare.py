@@ -5,8 +5,9 @@ from __future__ import annotations
 HELP = "compare models: mAP, params, GFLOPs, CPU latency, file size, ratios to the first"
 DESCRIPTION = """Evaluate every --model on the same val split and time them in the same run.
 One row per model: mAP@.5, mAP@.5:.95, parameters, GFLOPs, CPU latency at batch 1 (median of
---runs passes after warm-up; NMS excluded and reported separately, at score > 0.25), the
-.weights file size, and ratios to the first model (put the dense one first).
+--runs passes after warm-up, every model in the same --runtime form; NMS excluded and reported
+separately, at score > 0.25), the .weights file size, and ratios to the first model (put the
+dense one first).
 With --out, writes compare.md, compare.json and compare.png (mAP@.5 against GFLOPs).
 
 example:
@@ -25,6 +26,10 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=int, default=30,
                    help="timed forward passes per model (default: 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed passes first (default: 5)")
+    p.add_argument("--runtime", choices=("eager", "folded", "torchscript"), default="folded",
+                   help="the form timed: eager (the training model), folded (BN folded into "
+                        "the convs, as deployed; default) or torchscript (folded, traced and "
+                        "frozen: no Python in the forward)")
     p.add_argument("--workers", type=int, default=None,
                    help="data loader processes (default: 0; models run on the CPU)")
     p.add_argument("--out", default=None, help="directory for compare.md/.json/.png")
@@ -41,6 +46,7 @@ def run(args) -> int:
         write_report,
     )
     from darknet import UserError
+    from darknet.deploy import inference_model
     from engine.data import EpochLoader, build_data
     from engine.evaluator import evaluate
     from yolodata import load_spec
@@ -62,10 +68,11 @@ def run(args) -> int:
     loader = EpochLoader(data.val, args.batch_size, shuffle=False, workers=args.workers or 0)
     maps = [evaluate(model, loader, spec.names) for model in models]
     image = data.val[0].image.unsqueeze(0)
-    latencies = measure_latency(models, image, Timing(args.runs, args.warmup))
+    forms = [inference_model(model, args.runtime, image) for model in models]
+    latencies = measure_latency(forms, image, Timing(args.runs, args.warmup))
     rows = build_rows(specs, models, maps, latencies, img_size)
-    print(format_markdown(rows, img_size), end="")
+    print(format_markdown(rows, img_size, args.runtime), end="")
     if args.out:
-        paths = write_report(rows, img_size, args.out)
+        paths = write_report(rows, img_size, args.runtime, args.out)
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

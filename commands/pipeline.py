@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from commands.prune import FLOPS_EXPONENT
+
 HELP = "run the whole workflow (default: on the demo): train, sparse, prune, finetune, compare"
 DESCRIPTION = """Run every step of the slimming workflow as the same `main.py` commands a user
 would type (each is printed before it runs), each stage in its own folder under --out:
@@ -30,7 +32,6 @@ examples:
       --dense-epochs 100 --sparse-epochs 100 --finetune-epochs 50 --s 0.001"""
 
 STAGES = ("dense", "sparse", "prune", "finetune", "compare")
-CRITERION = "gamma"
 
 
 def add_arguments(p) -> None:
@@ -42,9 +43,9 @@ def add_arguments(p) -> None:
     p.add_argument("--img-size", type=int, default=128, help="input size (default: 128)")
     p.add_argument("--ratio", type=float, default=0.5,
                    help="fraction of prunable channels to remove (default: 0.5)")
-    p.add_argument("--criterion", choices=("gamma", "gamma-per-flop"), default=CRITERION,
-                   help=f"how prune ranks channels (see main.py prune --help) "
-                        f"(default: {CRITERION})")
+    p.add_argument("--flops-exponent", type=float, default=FLOPS_EXPONENT, metavar="E",
+                   help="how prune ranks channels: mean |gamma| / multiply-adds^E "
+                        f"(see main.py prune --help) (default: {FLOPS_EXPONENT})")
     p.add_argument("--scope", choices=("inner", "all"), default="all",
                    help="prune residual chains too (all) or not (inner) (default: all)")
     p.add_argument("--s", type=float, default=0.01, help="sparsity rate (default: 0.01)")
@@ -90,7 +91,7 @@ class Paths:
         return self.root / "pipeline.json"
 
 
-SETTINGS = ("cfg", "data", "weights", "img_size", "ratio", "criterion", "scope", "s",
+SETTINGS = ("cfg", "data", "weights", "img_size", "ratio", "flops_exponent", "scope", "s",
             "dense_epochs", "sparse_epochs", "finetune_epochs", "distill")
 
 
@@ -111,8 +112,8 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
                 "--out", str(p.sparse), *common, *device]
     if stage == "prune":
         return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / "last.weights"),
-                "--ratio", str(args.ratio), "--criterion", args.criterion, "--scope", args.scope,
-                "--out", str(p.prune)]
+                "--ratio", str(args.ratio), "--flops-exponent", str(args.flops_exponent),
+                "--scope", args.scope, "--out", str(p.prune)]
     if stage == "finetune":
         teacher = (["--teacher-cfg", dense_cfg, "--teacher-weights",
                     str(p.dense / "best.weights")] if args.distill else [])

@@ -16,6 +16,11 @@ example:
   python main.py prune --cfg cfgs/res2net-yolov3.cfg --random-gammas 0 --ratio 0.5 --out /tmp/p"""
 
 
+# Measured on the demo (README, "The demo, measured"): at --ratio 0.5, E = 0 keeps 38% of the
+# GFLOPs, E = 0.1 keeps 29% with fewer parameters too, and fine-tunes to the same mAP.
+FLOPS_EXPONENT = 0.1
+
+
 def add_arguments(p):
     p.add_argument("--cfg", required=True, help="Darknet .cfg file")
     src = p.add_mutually_exclusive_group(required=True)
@@ -25,9 +30,11 @@ def add_arguments(p):
     p.add_argument("--ratio", type=float, required=True,
                    help="fraction of the prunable (coupled) channels to remove, in [0, 1)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--criterion", choices=["gamma", "gamma-per-flop"], default="gamma",
-                   help="rank channels by mean |gamma| (network slimming; default) or by mean "
-                        "|gamma| per multiply-add, which cuts where the FLOPs are")
+    p.add_argument("--flops-exponent", type=float, default=FLOPS_EXPONENT, metavar="E",
+                   help="rank channels by mean |gamma| / (their multiply-adds)^E, E in [0, 1]: "
+                        "0 is network slimming's gamma alone, 1 is gamma per multiply-add; a "
+                        "larger E cuts more GFLOPs at the same --ratio "
+                        f"(default: {FLOPS_EXPONENT})")
     p.add_argument("--scope", choices=["all", "inner"], default="all",
                    help="all: prune residual chains as groups (default); inner: leave them")
     p.add_argument("--min-keep", default="0.1",
@@ -60,7 +67,8 @@ def summary(report) -> str:
         lines.append(f"folded removed channels' act(beta) into {len(report.folds)} convs "
                      f"({approx} of them kxk with padding: exact away from the image border)")
     lines.append(f"removed {report.removed_channels} of {report.prunable_channels} prunable "
-                 f"coupled channels (--ratio {report.ratio:g}, --criterion {report.criterion}, "
+                 f"coupled channels (--ratio {report.ratio:g}, "
+                 f"--flops-exponent {report.flops_exponent:g}, "
                  f"--scope {report.scope}); "
                  f"BN channels {report.bn_channels_before:,} -> {report.bn_channels_after:,}")
     p0, p1 = report.params_before, report.params_after
@@ -81,6 +89,8 @@ def run(args) -> int:
     if not 0.0 <= args.ratio < 1.0:
         raise PruneError(f"--ratio must be in [0, 1), got {args.ratio:g}")
     min_keep = MinKeep.parse(args.min_keep)
+    if not 0.0 <= args.flops_exponent <= 1.0:
+        raise PruneError(f"--flops-exponent must be in [0, 1], got {args.flops_exponent:g}")
     if args.round_to < 1:
         raise PruneError(f"--round-to must be >= 1, got {args.round_to}")
     if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
@@ -96,7 +106,7 @@ def run(args) -> int:
         randomize_gammas(model, args.random_gammas)
     slim, report = prune_model(model, args.ratio, args.scope, min_keep, args.round_to,
                                fold=not args.no_fold, img_size=args.img_size or cfg.net.height,
-                               criterion=args.criterion)
+                               flops_exponent=args.flops_exponent)
     files = write_pruned(slim, report, args.out, inputs)
     print(table(report))
     print(summary(report))

@@ -1,7 +1,8 @@
 """Dense vs pruned, side by side: accuracy, size, compute and measured CPU latency.
 
 Latency is the median of repeated batch-1 forward passes after warm-up, the models timed in
-turns within one run (so background load hits them alike); NMS is timed separately on each
+turns within one run (so background load hits them alike), each in the same inference form
+(``darknet.deploy``: eager, BN folded, or TorchScript); NMS is timed separately on each
 model's own outputs, because its cost depends on how many boxes survive the score threshold,
 not on the network.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,9 +77,12 @@ def load_models(specs: Sequence[ModelSpec]) -> list[Darknet]:
 
 
 @torch.inference_mode()
-def measure_latency(models: Sequence[Darknet], image: torch.Tensor,
-                    timing: Timing = Timing()) -> list[tuple[float, float]]:
-    """Median (forward ms, NMS ms) per model, timed in turns on the same ``image [1,3,S,S]``."""
+def measure_latency(models: Sequence[Callable[[torch.Tensor], Sequence[torch.Tensor]]],
+                    image: torch.Tensor, timing: Timing = Timing()) -> list[tuple[float, float]]:
+    """Median (forward ms, NMS ms) per model, timed in turns on the same ``image [1,3,S,S]``.
+
+    ``models`` map images to eval-mode detections, as ``Darknet`` or ``inference_model`` do.
+    """
     for model in models:
         for _ in range(timing.warmup):
             model(image)
@@ -119,7 +123,7 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, float]]:
     } for r in rows]
 
 
-def format_markdown(rows: Sequence[Row], img_size: int) -> str:
+def format_markdown(rows: Sequence[Row], img_size: int, runtime: str) -> str:
     head = ("| model | mAP@.5 | mAP@.5:.95 | params | GFLOPs | latency ms | NMS ms | .weights MB "
             "| params × | GFLOPs × | latency × | size × |")
     lines = [head, "|" + "---|" * 12]
@@ -129,16 +133,19 @@ def format_markdown(rows: Sequence[Row], img_size: int) -> str:
             f"| {r.latency_ms:.2f} | {r.nms_ms:.2f} | {r.weights_mb:.2f} | {q['params']:.3f} "
             f"| {q['gflops']:.3f} | {q['latency']:.3f} | {q['weights']:.3f} |")
     lines.append(f"\nInput {img_size}x{img_size}; latency: CPU, batch 1, "
-                 f"{torch.get_num_threads()} threads, median; × = ratio to {rows[0].name}.")
+                 f"{torch.get_num_threads()} threads, {runtime} form, median; "
+                 f"× = ratio to {rows[0].name}.")
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows: Sequence[Row], img_size: int, out_dir: str | Path) -> dict[str, Path]:
+def write_report(rows: Sequence[Row], img_size: int, runtime: str,
+                 out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     paths = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
-    atomic_write_text(paths["md"], format_markdown(rows, img_size))
+    atomic_write_text(paths["md"], format_markdown(rows, img_size, runtime))
     atomic_write_text(paths["json"], json.dumps(
-        {"img_size": img_size, "reference": rows[0].name,
+        {"img_size": img_size, "runtime": runtime, "threads": torch.get_num_threads(),
+         "reference": rows[0].name,
          "models": [{**asdict(r), "ratios": q} for r, q in zip(rows, ratios(rows), strict=True)]},
         indent=2) + "\n")
     plot_scatter(paths["png"], [(r.name, r.gflops, r.map50) for r in rows],

@@ -7,10 +7,12 @@ scale for every class: a sum would rank a residual-chain channel that spans twen
 any single-BN channel however small its gammas are, so the chains -- where most parameters
 sit -- would never be pruned. Classes without any BN member score 0; they are fixed anyway.
 
-``class_scores`` offers a second ranking, ``gamma-per-flop``: the same importance divided by
-the multiply-adds the channel costs. Sparse training mostly frees channels of the wide,
-low-resolution layers, where the parameters are; the FLOPs sit in the narrow high-resolution
-ones, which this ranking reaches first.
+``class_scores`` can weigh that importance against cost: divided by the multiply-adds the
+channel costs raised to a ``flops_exponent`` E. Sparse training mostly frees channels of the
+wide, low-resolution layers, where the parameters are; the FLOPs sit in the narrow
+high-resolution ones, which a positive E reaches sooner. E = 1 is importance per multiply-add
+(the greedy order for a compute budget); a small E only breaks near-ties towards the costly
+channel (E = 0.1: a channel 100x as costly needs 1.6x the gamma to stay).
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ def class_importance(analysis: ChannelAnalysis, model: nn.Module) -> np.ndarray:
     return total / np.maximum(members, 1)
 
 
-CRITERIA = ("gamma", "gamma-per-flop")
 PROBE = 32  # input size the MACs are counted at; every layer's area scales alike with it
 
 
@@ -78,19 +79,20 @@ def class_macs(analysis: ChannelAnalysis, model: Darknet, probe: int = PROBE) ->
 
 
 def class_scores(analysis: ChannelAnalysis, model: Darknet,
-                 criterion: str = "gamma") -> np.ndarray:
+                 flops_exponent: float = 0.0) -> np.ndarray:
     """What the global ratio ranks classes by (lowest removed first).
 
-    ``gamma``: mean |gamma| (network slimming). ``gamma-per-flop``: mean |gamma| per
-    multiply-add, the greedy order for keeping the most importance within a compute budget:
-    of two channels equally weak, the one read at 64x64 goes before the one read at 4x4.
+    Mean |gamma| divided by ``(class MACs / mean class MACs) ** flops_exponent``: 0 is
+    network slimming's plain gamma; 1 ranks importance per multiply-add, so of two channels
+    equally weak the one read at 64x64 goes before the one read at 4x4.
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    if not 0.0 <= flops_exponent <= 1.0:
+        raise ValueError(f"flops_exponent must be in [0, 1], got {flops_exponent:g}")
     importance = class_importance(analysis, model)
-    if criterion == "gamma":
+    if flops_exponent == 0.0:
         return importance
-    return importance / np.maximum(class_macs(analysis, model), 1.0)
+    macs = np.maximum(class_macs(analysis, model), 1.0)
+    return importance / (macs / macs.mean()) ** flops_exponent
 
 
 def randomize_gammas(model: nn.Module, seed: int) -> nn.Module:

@@ -44,7 +44,7 @@ class LayerRow:
 @dataclass(frozen=True)
 class PruneReport:
     ratio: float
-    criterion: str
+    flops_exponent: float
     scope: str
     min_keep: str
     round_to: int
@@ -92,11 +92,11 @@ def _check_prunable(analysis: ChannelAnalysis, scope: Scope) -> None:
 def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
                 min_keep: MinKeep | str | float = DEFAULT_MIN_KEEP, round_to: int = 1,
                 fold: bool = True, img_size: int | None = None,
-                criterion: str = "gamma") -> tuple[Darknet, PruneReport]:
+                flops_exponent: float = 0.0) -> tuple[Darknet, PruneReport]:
     """Remove the least important ``ratio`` of the prunable coupled channels of ``model``.
 
-    ``criterion`` ranks them (``prune.importance.class_scores``): ``gamma`` or
-    ``gamma-per-flop``.
+    They are ranked by mean |gamma| per (relative multiply-adds) ** ``flops_exponent``
+    (``prune.importance.class_scores``; 0: gamma alone).
 
     ``min_keep`` is a :class:`MinKeep` or its text ("0.1": 10% per layer, "8": 8 channels).
     Returns the slim model (``model`` is not modified) and the report. GFLOPs are counted at
@@ -108,7 +108,7 @@ def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
     analysis = analyze(model.cfg)
     _check_prunable(analysis, scope)
     structure = analysis.structure(scope)
-    plan = select_channels(structure, class_scores(analysis, model, criterion), ratio,
+    plan = select_channels(structure, class_scores(analysis, model, flops_exponent), ratio,
                            min_keep, round_to)
     check_plan(structure, plan)
     slim, folds = cut_model(model, analysis, plan, fold)
@@ -117,7 +117,7 @@ def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
     kept = {layer.name: plan.kept_positions(layer.classes).tolist()
             for layer in structure.layers}
     report = PruneReport(
-        ratio=ratio, criterion=criterion, scope=str(scope), min_keep=str(min_keep),
+        ratio=ratio, flops_exponent=flops_exponent, scope=str(scope), min_keep=str(min_keep),
         round_to=round_to,
         params_before=count_params(model), params_after=count_params(slim),
         gflops_before=gflops(model, img_size) if img_size else None,

@@ -130,9 +130,10 @@ def test_out_would_overwrite_the_inputs(tmp_path, weights, capsys):
     assert not (weights.parent / "prune_report.json").exists()
 
 
-@pytest.mark.parametrize("flag,value,message", [("--min-keep", "0", "--min-keep must be"),
-                                                ("--round-to", "0", "--round-to must be")])
-def test_bad_floor_and_rounding(tmp_path, capsys, flag, value, message):
+@pytest.mark.parametrize("flag,value,message", [
+    ("--min-keep", "0", "--min-keep must be"), ("--round-to", "0", "--round-to must be"),
+    ("--flops-exponent", "1.5", "--flops-exponent must be in [0, 1], got 1.5")])
+def test_bad_floor_rounding_and_exponent(tmp_path, capsys, flag, value, message):
     code, _, err = run(["prune", "--cfg", TINY, "--random-gammas", "0", "--ratio", "0.5",
                         "--out", tmp_path, flag, value], capsys)
     assert code == 2 and message in err

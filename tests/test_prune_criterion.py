@@ -1,4 +1,4 @@
-"""Ranking criteria: per-class multiply-adds, and what ``gamma-per-flop`` cuts first."""
+"""Ranking by gamma and cost: per-class multiply-adds, and what ``flops_exponent`` cuts first."""
 
 from __future__ import annotations
 
@@ -62,27 +62,28 @@ activation=leaky
 """ + YOLO_HEAD
 
 
-def test_gamma_per_flop_cuts_the_expensive_layer_first():
+def test_flops_exponent_cuts_the_expensive_layer_first():
     """Layer 0 (16x16, read by a 3x3 conv) costs twice what layer 1 (8x8, read by a 1x1)
-    costs per channel; its gammas are only ~10% higher, so per flop it is the weaker one."""
+    costs per channel; its gammas are ~10% higher, so per flop it is the weaker one. A small
+    exponent (2 ** 0.1 = 1.07 < 1.1) still ranks by gamma."""
     model = Darknet(parse_cfg_text(TWO_SCALES))
     with torch.no_grad():
         model.layers[0].bn.weight.copy_(1.0 + 0.01 * torch.arange(8))
         model.layers[1].bn.weight.copy_(0.9 + 0.001 * torch.arange(8))
     analysis = analyze(model.cfg)
-    per_flop = class_scores(analysis, model, "gamma-per-flop")
-    assert per_flop.shape == (analysis.num_classes,)
+    assert class_scores(analysis, model, 1.0).shape == (analysis.num_classes,)
 
-    _, by_gamma = prune_model(model, 0.25, min_keep=1)
-    _, by_flop = prune_model(model, 0.25, min_keep=1, criterion="gamma-per-flop")
-    assert by_gamma.kept["layers.0.bn"] == list(range(8))
-    assert by_gamma.kept["layers.1.bn"] == [4, 5, 6, 7]
-    assert by_flop.kept["layers.0.bn"] == [4, 5, 6, 7]
-    assert by_flop.kept["layers.1.bn"] == list(range(8))
-    assert (by_gamma.criterion, by_flop.criterion) == ("gamma", "gamma-per-flop")
+    kept = {e: prune_model(model, 0.25, min_keep=1, flops_exponent=e)[1].kept
+            for e in (0.0, 0.1, 1.0)}
+    for by_gamma in (kept[0.0], kept[0.1]):
+        assert by_gamma["layers.0.bn"] == list(range(8))
+        assert by_gamma["layers.1.bn"] == [4, 5, 6, 7]
+    assert kept[1.0]["layers.0.bn"] == [4, 5, 6, 7]
+    assert kept[1.0]["layers.1.bn"] == list(range(8))
 
 
-def test_unknown_criterion_is_refused():
+@pytest.mark.parametrize("exponent", [-0.1, 1.5])
+def test_exponent_outside_0_1_is_refused(exponent):
     model = Darknet(parse_cfg_text(TWO_SCALES))
-    with pytest.raises(ValueError, match="criterion must be one of gamma, gamma-per-flop"):
-        class_scores(analyze(model.cfg), model, "taylor")
+    with pytest.raises(ValueError, match="flops_exponent must be in"):
+        class_scores(analyze(model.cfg), model, exponent)

@@ -1,0 +1,50 @@
+"""The inference form: BN folded into convs (and TorchScript) computes what the model does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ROOT, TINY_CFGS, randomize_bn
+from torch import nn
+
+from darknet import Darknet
+from darknet.deploy import RUNTIMES, fold_batchnorm, fold_conv_bn, inference_model
+
+CFGS = [*TINY_CFGS, ROOT / "cfgs" / "demo.cfg", ROOT / "cfgs" / "res2net-yolov3-triangle.cfg"]
+
+
+def test_fold_conv_bn_matches_conv_then_bn():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, 2, 1, bias=True)
+    bn = randomize_bn(nn.BatchNorm2d(6)).eval()
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_conv_bn(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_inference_forms_give_the_models_outputs(cfg, runtime):
+    model = randomize_bn(Darknet(cfg), seed=1).eval()
+    x = torch.rand(1, 3, 64, 64)
+    deployed = inference_model(model, runtime, x)
+    with torch.no_grad():
+        want, got = model(x), deployed(x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_folding_removes_every_batchnorm_and_leaves_the_model_alone():
+    model = randomize_bn(Darknet(ROOT / "cfgs" / "demo.cfg"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.Conv2d) for m in folded.modules()) == \
+        sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_unknown_runtime_is_refused():
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        inference_model(Darknet(TINY_CFGS[0]), "onnx", torch.rand(1, 3, 32, 32))
