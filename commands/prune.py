@@ -1,13 +1,14 @@
 """`main.py prune`: remove the least important coupled channels, write a slim cfg + weights."""
 
 HELP = "prune channels by BN gamma (Res2Net-aware); write pruned.cfg/.weights and a report"
-DESCRIPTION = """Rank every prunable channel by |gamma| (a coupled group by the sum over its
-BatchNorms), remove the lowest --ratio fraction, and write DIR/pruned.cfg, DIR/pruned.weights
-and DIR/prune_report.json. Res2Net and Triangle blocks keep one width for all their groups;
-residual chains are pruned as one group (--scope all) or left alone (--scope inner). Every
-layer keeps at least --min-keep channels; a removed channel's constant output act(beta) is
-folded into the layers that read it. The slim model computes what the dense model computes
-with the removed channels' gammas set to zero (exactly where those betas are zero).
+DESCRIPTION = """Rank every prunable channel by |gamma| (a coupled group by the mean over its
+BatchNorms) over (its multiply-adds)^--flops-exponent, remove the lowest --ratio fraction,
+and write DIR/pruned.cfg, DIR/pruned.weights and DIR/prune_report.json. Res2Net and
+Triangle blocks keep one width for all their groups; residual chains are pruned as one group
+(--scope all) or left alone (--scope inner). Every layer keeps at least --min-keep channels;
+a removed channel's constant output act(beta) is folded into the layers that read it. The
+slim model computes what the dense model computes with the removed channels' gammas set to
+zero (exactly where those betas are zero).
 
 The report's "kept" maps each BatchNorm (its module name in Darknet) to its kept channels.
 
