@@ -20,6 +20,7 @@ example:
 # Measured on the demo (README, "The demo, measured"): at --ratio 0.5, E = 0 keeps 38% of the
 # GFLOPs, E = 0.1 keeps 29% with fewer parameters too, and fine-tunes to the same mAP.
 FLOPS_EXPONENT = 0.1
+MIN_KEEP = "0.2"  # prune.select.DEFAULT_MIN_KEEP, spelled here to keep --help free of torch
 
 
 def add_arguments(p):
@@ -38,8 +39,9 @@ def add_arguments(p):
                         f"(default: {FLOPS_EXPONENT})")
     p.add_argument("--scope", choices=["all", "inner"], default="all",
                    help="all: prune residual chains as groups (default); inner: leave them")
-    p.add_argument("--min-keep", default="0.1",
-                   help="per-layer floor: a fraction (0.1 = 10%%) or a count (8); default 0.1")
+    p.add_argument("--min-keep", default=MIN_KEEP,
+                   help="per-layer floor: a fraction (0.2 = 20%%, rounded up) or a count (8) "
+                        f"(default: {MIN_KEEP})")
     p.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep a multiple of N channels per layer (or all of them)")
     p.add_argument("--no-fold", action="store_true",

@@ -59,7 +59,9 @@ class MinKeep:
         return f"{self.value:g}"
 
 
-DEFAULT_MIN_KEEP = MinKeep(0.1)
+# A fifth of every layer: at 10% the FLOPs-weighted ranking thinned the demo's 8-channel stem
+# to one channel, and the fine-tuned model ended 0.01 mAP@.5 lower than with two (README).
+DEFAULT_MIN_KEEP = MinKeep(0.2)
 
 
 @dataclass(frozen=True, eq=False)

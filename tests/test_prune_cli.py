@@ -145,3 +145,10 @@ def test_exit_code_from_the_shell(tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == "error: --ratio must be in [0, 1), got 2"
+
+
+def test_cli_floor_is_the_library_default():
+    from commands.prune import MIN_KEEP
+    from prune.select import DEFAULT_MIN_KEEP, MinKeep
+
+    assert MinKeep.parse(MIN_KEEP) == DEFAULT_MIN_KEEP
