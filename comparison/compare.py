@@ -132,8 +132,9 @@ def format_markdown(rows: Sequence[Row], img_size: int, runtime: str) -> str:
             f"| {r.name} | {r.map50:.4f} | {r.map:.4f} | {r.params:,} | {r.gflops:.3f} "
             f"| {r.latency_ms:.2f} | {r.nms_ms:.2f} | {r.weights_mb:.2f} | {q['params']:.3f} "
             f"| {q['gflops']:.3f} | {q['latency']:.3f} | {q['weights']:.3f} |")
+    threads = torch.get_num_threads()
     lines.append(f"\nInput {img_size}x{img_size}; latency: CPU, batch 1, "
-                 f"{torch.get_num_threads()} threads, {runtime} form, median; "
+                 f"{threads} thread{'s' * (threads != 1)}, {runtime} form, median; "
                  f"× = ratio to {rows[0].name}.")
     return "\n".join(lines) + "\n"
 

@@ -87,7 +87,7 @@ def inference_model(model: Darknet, runtime: str, example: torch.Tensor) -> nn.M
     if runtime == "folded":
         return folded
     with torch.no_grad(), warnings.catch_warnings():
-        # torch 2.10+ marks TorchScript deprecated; it still runs, and it is the one form
+        # torch 2.13 marks TorchScript deprecated; it still runs, and it is the one form
         # here whose forward has no Python in it.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
         return torch.jit.freeze(torch.jit.trace(_Outputs(folded).eval(), example))
