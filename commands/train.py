@@ -100,7 +100,7 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
     """
     from darknet import Darknet, UserError, parse_cfg_text, write_cfg
     from darknet.io import atomic_write_text
-    from engine.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint, seed_everything
     from engine.distributed import barrier, cleanup_distributed, init_distributed, loader_workers
     from engine.loss import init_detection_biases
     from engine.trainer import TrainConfig, Trainer
@@ -132,6 +132,7 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
             meta = {"cfg": args.cfg, "cfg_text": cfg_text, "data": args.data,
                     "weights": args.weights, "command": getattr(args, "command", "train")}
 
+        seed_everything(config.seed)  # the random init is part of the run
         model = Darknet(cfg)
         if checkpoint is None:
             if args.weights:
