@@ -158,6 +158,8 @@ def run(args) -> int:
 
     if not 0 <= args.ratio < 1:
         raise UserError(f"--ratio must be in [0, 1), got {args.ratio}")
+    if not 0 <= args.flops_exponent <= 1:  # checked here, not 20 minutes later by prune
+        raise UserError(f"--flops-exponent must be in [0, 1], got {args.flops_exponent}")
     p = Paths(Path(args.out))
     settings = {k: getattr(args, k) for k in SETTINGS}
     manifest = _load_manifest(p, settings)

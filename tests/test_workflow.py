@@ -220,3 +220,13 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
     assert again.returncode == 0 and again.stdout.count("skipped") == 5
     other = run_main(*args[:-2], "--ratio", "0.3")
     assert other.returncode == 2 and "other settings (ratio" in other.stderr
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--ratio", "1", "--ratio must be in [0, 1), got 1.0"),
+    ("--flops-exponent", "2", "--flops-exponent must be in [0, 1], got 2.0")])
+def test_pipeline_refuses_bad_prune_settings_before_training(tmp_path, flag, value, message):
+    out = tmp_path / "pipe"
+    proc = run_main("pipeline", "--out", out, flag, value)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}"
+    assert not out.exists()
