@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from darknet.model import Darknet
+from darknet.shapes import infer_shapes
 
 from .analysis import ChannelAnalysis
 
@@ -49,31 +50,21 @@ def class_macs(analysis: ChannelAnalysis, model: Darknet, probe: int = PROBE) ->
 
     A class's channel costs its producing convs one output channel each
     (``C_in / groups * k * k * H * W``) and every conv that reads it one input channel
-    (``C_out / groups * k * k * H * W``); H, W are the conv's output size, read from a probe
-    forward. The ranking does not depend on ``probe``: all areas scale by the same factor.
+    (``C_out / groups * k * k * H * W``). H, W are the conv's output size: that of its layer
+    (a block's inner convs keep the block's resolution), from shape inference at ``probe``.
+    The ranking does not depend on ``probe``: all areas scale by the same factor.
     """
-    area: dict[str, int] = {}
+    areas = [s.out.h * s.out.w for s in infer_shapes(model.cfg, probe, probe)]
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    hooks = [m.register_forward_hook(
-        lambda _m, _i, out, name=name: area.__setitem__(name, out.shape[-2] * out.shape[-1]))
-        for name, m in convs.items()]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, model.cfg.net.channels, probe, probe))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
     macs = np.zeros(analysis.num_classes, dtype=np.float64)
     for space in analysis.graph.spaces:
         if space.conv is not None:
-            w = convs[space.conv].weight
-            np.add.at(macs, analysis.classes_of_space(space), w[0].numel() * area[space.conv])
+            per_output = convs[space.conv].weight[0].numel() * areas[space.layer_index]
+            np.add.at(macs, analysis.classes_of_space(space), per_output)
     for reader in analysis.graph.consumers:
         conv = convs[reader.conv]
-        per_input = conv.out_channels // conv.groups * conv.weight[0, 0].numel() * area[reader.conv]
+        per_input = (conv.out_channels // conv.groups * conv.weight[0, 0].numel()
+                     * areas[reader.layer_index])
         np.add.at(macs, analysis.classes_of_tensor(reader.input), per_input)
     return macs
 

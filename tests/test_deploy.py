@@ -48,3 +48,14 @@ def test_folding_removes_every_batchnorm_and_leaves_the_model_alone():
 def test_unknown_runtime_is_refused():
     with pytest.raises(ValueError, match="runtime must be one of"):
         inference_model(Darknet(TINY_CFGS[0]), "onnx", torch.rand(1, 3, 32, 32))
+
+
+def test_compare_offers_every_runtime():
+    """commands/compare.py spells the choices (its --help imports no torch); keep them equal."""
+    import argparse
+
+    from commands import compare
+
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    assert tuple(parser._option_string_actions["--runtime"].choices) == RUNTIMES
