@@ -36,6 +36,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from common.errors import UserError
     from comparison.compare import (
         ModelSpec,
         Timing,
@@ -45,7 +46,6 @@ def run(args) -> int:
         measure_latency,
         write_report,
     )
-    from darknet import UserError
     from darknet.deploy import inference_model
     from engine.data import EpochLoader, build_data
     from engine.evaluator import evaluate

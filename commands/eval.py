@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from darknet import Darknet, UserError
+    from common.errors import UserError
+    from darknet import Darknet
     from engine.data import EpochLoader, build_data
     from engine.distributed import DistInfo, loader_workers, select_device
     from engine.evaluator import evaluate

@@ -31,7 +31,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from darknet import Darknet, UserError
+    from common.errors import UserError
+    from darknet import Darknet
     from finetune.hook import DistillationHook
 
     if not args.resume and not args.weights:

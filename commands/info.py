@@ -23,7 +23,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from darknet import Darknet, UserError
+    from common.errors import UserError
+    from darknet import Darknet
     from darknet.summary import summarize
 
     if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):

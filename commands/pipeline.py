@@ -133,7 +133,7 @@ def _epochs(epochs: int | None) -> list[str]:
 
 
 def _load_manifest(p: Paths, settings: dict) -> dict:
-    from darknet import UserError
+    from common.errors import UserError
 
     if p.manifest.exists():
         manifest = json.loads(p.manifest.read_text())
@@ -152,9 +152,9 @@ def _load_manifest(p: Paths, settings: dict) -> dict:
 
 
 def run(args) -> int:
-    from darknet import UserError
-    from darknet.io import atomic_write_text
-    from main import build_parser
+    from commands import build_parser
+    from common.errors import UserError
+    from common.io import atomic_write_text
 
     if not 0 <= args.ratio < 1:
         raise UserError(f"--ratio must be in [0, 1), got {args.ratio}")

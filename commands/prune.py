@@ -83,7 +83,8 @@ def summary(report) -> str:
 
 
 def run(args) -> int:
-    from darknet import Darknet, UserError, parse_cfg
+    from common.errors import UserError
+    from darknet import Darknet, parse_cfg
     from prune import PruneError, prune_model, write_pruned
     from prune.importance import randomize_gammas
     from prune.pipeline import pruned_files

@@ -49,7 +49,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from darknet import UserError
+    from common.errors import UserError
     from sparsity.hook import SparsityHook
     from sparsity.penalty import SparsitySchedule
 

@@ -98,8 +98,9 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
     ``hooks`` join the training loop (engine.hooks); ``prepare(model, args)`` runs on a fresh
     (not resumed) model before training, e.g. to check it is sparse-trainable.
     """
-    from darknet import Darknet, UserError, parse_cfg_text, write_cfg
-    from darknet.io import atomic_write_text
+    from common.errors import UserError
+    from common.io import atomic_write_text
+    from darknet import Darknet, parse_cfg_text, write_cfg
     from engine.checkpoint import load_checkpoint, seed_everything
     from engine.distributed import barrier, cleanup_distributed, init_distributed, loader_workers
     from engine.loss import init_detection_biases
@@ -180,7 +181,7 @@ def _config(args: argparse.Namespace):
 
 
 def _read_text(path: str) -> str:
-    from darknet import UserError
+    from common.errors import UserError
 
     try:
         return Path(path).read_text()
@@ -190,7 +191,7 @@ def _read_text(path: str) -> str:
 
 def _load_data(source: str, img_size: int, dist, num_classes: int):
     """The dataset, checked; rank 0 first so the demo is generated once."""
-    from darknet import UserError
+    from common.errors import UserError
     from engine.data import build_data
     from engine.distributed import barrier
     from yolodata import load_spec
@@ -212,7 +213,7 @@ def _is_run(path: Path) -> bool:
 
 
 def _new_run_dir(out: str | None, default_out: str) -> Path:
-    from darknet import UserError
+    from common.errors import UserError
 
     if out is not None:
         path = Path(out)
@@ -232,7 +233,7 @@ def _new_run_dir(out: str | None, default_out: str) -> Path:
 
 
 def _resume_dir(out: str | None, default_out: str) -> Path:
-    from darknet import UserError
+    from common.errors import UserError
 
     if out is not None:
         return Path(out)

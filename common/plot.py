@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from darknet.io import atomic_open
+from common.io import atomic_open
 
 WIDTH, HEIGHT = 720, 440
 MARGIN = dict(left=70, right=150, top=40, bottom=55)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from common.errors import UserError
+from common.io import atomic_write_text
 from common.plot import plot_scatter
-from darknet import Darknet, UserError
-from darknet.io import atomic_write_text
+from darknet import Darknet
 from darknet.summary import count_gflops, count_params
 from evaluation import postprocess
 

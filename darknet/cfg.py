@@ -14,8 +14,9 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.io import atomic_write_text
+
 from .errors import CfgError
-from .io import atomic_write_text
 from .sections import (
     REQUIRED,
     SECTION_ALIASES,

@@ -3,9 +3,9 @@
 Library code raises these; only ``main.py`` turns them into one line on stderr and exit code 2.
 """
 
+from common.errors import UserError
 
-class UserError(Exception):
-    """Bad input the user can fix (a file, a value, a flag). The message is one line."""
+__all__ = ["CfgError", "UserError", "WeightsError"]
 
 
 class CfgError(UserError):

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from common.io import atomic_open
+
 from .errors import WeightsError
-from .io import atomic_open
 
 if TYPE_CHECKING:
     from .model import Darknet

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from darknet.errors import UserError
-from darknet.io import atomic_open
+from common.errors import UserError
+from common.io import atomic_open
 
 CHECKPOINT_VERSION = 1
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from darknet.errors import UserError
+from common.errors import UserError
 
 
 @dataclass(frozen=True)

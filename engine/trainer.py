@@ -37,8 +37,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from darknet import Darknet, UserError, WeightsHeader
-from darknet.io import atomic_write_text
+from common.errors import UserError
+from common.io import atomic_write_text
+from darknet import Darknet, WeightsHeader
 from engine.checkpoint import rng_state, save_checkpoint, seed_everything, set_rng_state
 from engine.data import DetectionData, EpochLoader
 from engine.distributed import DistInfo, all_true, barrier, broadcast_object

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from darknet.errors import UserError
+from common.errors import UserError
 
 
 def distillation_loss(student: Sequence[torch.Tensor],

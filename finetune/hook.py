@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from darknet import Darknet, UserError
+from common.errors import UserError
+from darknet import Darknet
 from engine.hooks import Hook
 
 from .distill import distillation_loss

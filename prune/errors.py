@@ -1,6 +1,6 @@
 """Typed errors of the pruner."""
 
-from darknet.errors import UserError
+from common.errors import UserError
 
 
 class PruneError(UserError):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from torch import nn
 
+from common.io import atomic_write_text
 from darknet.cfg import Cfg, write_cfg
-from darknet.io import atomic_write_text
 from darknet.model import Darknet
 from darknet.sections import MultiScaleSection
 from darknet.shapes import infer_shapes

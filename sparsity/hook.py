@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
+from common.errors import UserError
+from common.io import atomic_write_text
 from common.plot import plot_distributions
-from darknet.errors import UserError
-from darknet.io import atomic_write_text
 from engine.hooks import Hook
 
 from .penalty import SparsitySchedule, add_l1_subgradient

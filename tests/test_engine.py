@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from darknet import Darknet, UserError
+from common.errors import UserError
+from darknet import Darknet
 from engine.checkpoint import load_checkpoint
 from engine.data import DetectionData, EpochLoader, build_data
 from engine.evaluator import evaluate

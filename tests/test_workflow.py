@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from darknet import Darknet, UserError
+from common.errors import UserError
+from darknet import Darknet
 from finetune.distill import distillation_loss
 from sparsity.hook import SparsityHook
 from sparsity.penalty import SparsitySchedule

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import yolodata.demo as demo
-from darknet.errors import UserError
+from common.errors import UserError
 from yolodata import (
     DEMO_NAMES,
     AugmentConfig,

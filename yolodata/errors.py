@@ -6,7 +6,7 @@ message names the offending file (and line, for label files).
 
 from pathlib import Path
 
-from darknet.errors import UserError
+from common.errors import UserError
 
 
 class DataError(UserError):
