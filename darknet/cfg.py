@@ -22,9 +22,7 @@ from .sections import (
     SECTION_ALIASES,
     SECTION_TYPES,
     NetSection,
-    RouteSection,
     Section,
-    ShortcutSection,
 )
 
 
@@ -141,28 +139,21 @@ def _build_section(raw: _RawSection, index: int, path: str) -> Section:
 
 
 def _resolve_indices(section: Section, path: str) -> Section:
-    """Turn relative route/shortcut indices into absolute ones, checking their range."""
-    if isinstance(section, RouteSection):
-        name, refs = "layers", section.layers
-    elif isinstance(section, ShortcutSection):
-        name, refs = "from", section.from_
-    else:
+    """Turn relative layer references (``REFS``) into absolute ones, checking their range."""
+    if not section.REFS:
         return section
     resolved, relative = [], []
-    for ref in refs:
+    for ref in section.refs:
         target = section.index + ref if ref < 0 else ref
         if not 0 <= target < section.index:
             raise CfgError(
-                f"[{section.kind}] {name}={ref} is out of range: layer {section.index} can "
-                f"only refer to layers 0..{section.index - 1}",
+                f"[{section.kind}] {section.refs_key()}={ref} is out of range: layer "
+                f"{section.index} can only refer to layers 0..{section.index - 1}",
                 path, section.line,
             )
         resolved.append(target)
         relative.append(ref < 0)
-    field_name = "layers" if name == "layers" else "from_"
-    return dataclasses.replace(
-        section, **{field_name: tuple(resolved)}, relative=tuple(relative)
-    )
+    return dataclasses.replace(section.with_refs(tuple(resolved)), relative=tuple(relative))
 
 
 def parse_cfg_text(text: str, path: str = "<cfg>") -> Cfg:
@@ -210,7 +201,7 @@ def _section_items(section: Section) -> list[tuple[str, str]]:
             continue
         if k not in section.given and value == f.default:
             continue  # leave Darknet's default implicit, as the user did
-        if isinstance(section, (RouteSection, ShortcutSection)) and f.name in ("layers", "from_"):
+        if f.name == section.REFS:
             value = tuple(
                 v - section.index if rel else v
                 for v, rel in zip(value, section.relative or (False,) * len(value), strict=True)

@@ -42,11 +42,12 @@ class Darknet(nn.Module):
         self._saved = {
             j for shape in self.shapes for j in shape.sources if j not in (shape.index - 1, INPUT)
         }
+        self._heads = frozenset(shape.index for shape in self.shapes if shape.head)
         self.header = WeightsHeader()
 
     @property
     def yolo_layers(self) -> list[YoloLayer]:
-        return [m for m in self.layers if isinstance(m, YoloLayer)]
+        return [self.layers[i] for i in sorted(self._heads)]
 
     @property
     def num_classes(self) -> int:
@@ -59,7 +60,7 @@ class Darknet(nn.Module):
         for i, layer in enumerate(self.layers):
             ins = [prev if j == i - 1 else image if j == INPUT else saved[j]
                    for j in layer.sources]
-            if isinstance(layer, YoloLayer):
+            if i in self._heads:
                 prev = layer(*ins, raw=raw)
                 heads.append(prev)
             else:

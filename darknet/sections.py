@@ -5,8 +5,12 @@ interprets (``from_`` stands for ``from``). Field types drive parsing and writin
 key is adding a field. Keys Darknet knows but this project does not interpret are listed in
 ``PASSTHROUGH`` and kept verbatim in ``extra`` so they survive a read/write round trip.
 
-Route and shortcut indices are stored absolute (resolved once at parse time); ``relative``
-remembers how each was written so the writer can give the user back the same form.
+A section also declares how it is wired: ``REFS`` names the field holding the layers it reads
+besides (or, with ``READS_PREVIOUS`` false, instead of) the previous one, and ``HEAD`` marks a
+detection head, whose output is a model output. Code that walks a network asks the section
+(``sources``, ``refs``, ``with_refs``), never its type. Those indices are stored absolute
+(resolved once at parse time); ``relative`` remembers how each was written so the writer can
+give the user back the same form.
 """
 
 from __future__ import annotations
@@ -33,11 +37,39 @@ class Section:
 
     kind: ClassVar[str]
     PASSTHROUGH: ClassVar[frozenset[str]] = frozenset()
+    REFS: ClassVar[str | None] = None  # field holding the layer indices it reads
+    READS_PREVIOUS: ClassVar[bool] = True  # reads the previous layer (the image for layer 0)
+    HEAD: ClassVar[bool] = False  # a detection head: its output is one of the model's
 
     line: int = field(default=0, compare=False)  # 1-based line of the ``[header]``
     index: int = field(default=-1, compare=False)  # layer index; -1 for [net]
     extra: tuple[tuple[str, str], ...] = ()  # Darknet keys we keep but don't interpret
     given: frozenset[str] = field(default=frozenset(), compare=False)  # keys the user wrote
+    relative: tuple[bool, ...] = field(default=(), compare=False)  # per ref: written as -k?
+
+    @property
+    def refs(self) -> tuple[int, ...]:
+        """Absolute indices of the layers named in ``REFS`` (empty for most sections)."""
+        return getattr(self, self.REFS) if self.REFS else ()
+
+    @property
+    def sources(self) -> tuple[int, ...]:
+        """Absolute indices of every layer it reads, the previous one first (-1: the image)."""
+        return ((self.index - 1,) if self.READS_PREVIOUS else ()) + self.refs
+
+    def with_refs(self, refs: tuple[int, ...], index: int | None = None) -> Section:
+        """The same section at ``index`` (default: its own) reading layers ``refs``."""
+        index = self.index if index is None else index
+        if not self.REFS:
+            return dataclasses.replace(self, index=index)
+        return dataclasses.replace(self, index=index, **{self.REFS: tuple(refs)})
+
+    @classmethod
+    def refs_key(cls) -> str | None:
+        """The cfg key of ``REFS`` (``from`` for the field ``from_``)."""
+        if not cls.REFS:
+            return None
+        return next(k for k, f in cls.keys().items() if f.name == cls.REFS)
 
     @classmethod
     def keys(cls) -> dict[str, dataclasses.Field]:
@@ -90,10 +122,10 @@ class ShortcutSection(Section):
 
     kind: ClassVar[str] = "shortcut"
     PASSTHROUGH: ClassVar[frozenset[str]] = frozenset({"weights_type", "weights_normalization"})
+    REFS: ClassVar[str] = "from_"
 
     from_: tuple[int, ...] = key(REQUIRED, cfg_name="from")
     activation: str = key("linear", choices=ACTIVATIONS)
-    relative: tuple[bool, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,11 +133,12 @@ class RouteSection(Section):
     """Concat of ``layers``; with ``groups`` each input contributes slice ``group_id``."""
 
     kind: ClassVar[str] = "route"
+    REFS: ClassVar[str] = "layers"
+    READS_PREVIOUS: ClassVar[bool] = False
 
     layers: tuple[int, ...] = key(REQUIRED)
     groups: int = key(1)
     group_id: int = key(0)
-    relative: tuple[bool, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +170,7 @@ class MaxpoolSection(Section):
 @dataclass(frozen=True, kw_only=True)
 class YoloSection(Section):
     kind: ClassVar[str] = "yolo"
+    HEAD: ClassVar[bool] = True
     PASSTHROUGH: ClassVar[frozenset[str]] = frozenset(
         """jitter truth_thresh random scale_x_y iou_thresh cls_normalizer iou_normalizer
         obj_normalizer iou_loss iou_thresh_kind nms_kind beta_nms max_delta resize

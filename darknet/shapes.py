@@ -46,6 +46,7 @@ class LayerShape:
     inputs: tuple[Shape, ...]
     out: Shape
     stride: float  # input image height / output height: 32 for a stride-32 YOLO head
+    head: bool = False  # a detection head (its output is a model output)
 
     @property
     def in_channels(self) -> int:
@@ -168,16 +169,6 @@ SHAPE_RULES: dict[type[Section], ShapeRule] = {
 }
 
 
-def sources_of(section: Section) -> tuple[int, ...]:
-    """Absolute indices of the layers a section reads, the previous layer first."""
-    previous = (section.index - 1,) if section.index > 0 else (INPUT,)
-    if isinstance(section, RouteSection):
-        return section.layers
-    if isinstance(section, ShortcutSection):
-        return previous + section.from_
-    return previous
-
-
 def infer_shapes(cfg: Cfg, height: int | None = None, width: int | None = None) -> list[LayerShape]:
     """Per-layer wiring and output shapes for an input of ``height x width`` (default: [net])."""
     net = cfg.net
@@ -188,7 +179,7 @@ def infer_shapes(cfg: Cfg, height: int | None = None, width: int | None = None) 
         rule = SHAPE_RULES.get(type(s))
         if rule is None:
             raise CfgError(f"section [{s.kind}] has no shape rule", cfg.path, s.line)
-        srcs = sources_of(s)
+        srcs = s.sources
         ins = tuple(image if j == INPUT else outs[j] for j in srcs)
 
         def fail(msg: str, _s=s) -> CfgError:
@@ -196,5 +187,5 @@ def infer_shapes(cfg: Cfg, height: int | None = None, width: int | None = None) 
 
         out = rule(s, ins, fail)
         outs.append(out)
-        shapes.append(LayerShape(s.index, s.kind, srcs, ins, out, image.h / out.h))
+        shapes.append(LayerShape(s.index, s.kind, srcs, ins, out, image.h / out.h, s.HEAD))
     return shapes

@@ -75,5 +75,5 @@ def summarize(model: Darknet, img_size: int | None = None) -> ModelSummary:
         LayerRow(s.index, s.kind, s.in_channels, (s.out.c, s.out.h, s.out.w), count_params(layer))
         for s, layer in zip(shapes, model.layers, strict=True)
     )
-    outputs = tuple((s.out.c, s.out.h, s.out.w) for s in shapes if s.kind == "yolo")
+    outputs = tuple((s.out.c, s.out.h, s.out.w) for s in shapes if s.head)
     return ModelSummary(img_size, rows, count_params(model), count_gflops(model, img_size), outputs)

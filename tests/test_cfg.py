@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -62,6 +63,18 @@ def test_every_section_type_is_fully_registered():
         assert cls in BUILDERS, kind
         assert cls in SHAPE_RULES, kind
         assert hasattr(BUILDERS[cls], "conv_bn_pairs"), kind
+        assert cls.REFS is None or cls.REFS in {f.name for f in dataclasses.fields(cls)}, kind
+
+
+def test_sections_declare_what_they_read():
+    cfg = parse_cfg(ROOT / "cfgs" / "yolov3.cfg")
+    first, shortcut = cfg.layers[0], cfg.layers[4]
+    route = next(s for s in cfg.layers if isinstance(s, RouteSection) and len(s.layers) == 2)
+    assert first.sources == (-1,)  # the image
+    assert shortcut.sources == (3, 1) and shortcut.refs == (1,)
+    assert route.sources == route.layers == (route.index - 1, 61)  # a route reads only layers=
+    heads = [s.index for s in cfg.layers if s.HEAD]
+    assert heads == [s.index for s in cfg.layers if isinstance(s, YoloSection)] == [82, 94, 106]
 
 
 BASE = """[net]
