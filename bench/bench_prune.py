@@ -6,7 +6,7 @@ Ours: the whole `prune_model` (coupling analysis, |gamma| scores, selection, sur
 folding) plus `write_pruned` (cfg, weights, report) on a loaded model with random gammas; the
 dense weights' load and the GFLOPs count are not included. Reference, in the same run:
 Torch-Pruning's `DependencyGraph.build_dependency` on the split-free copy
-(`prune.split_free`; it cannot trace the split itself), traced with a 64 px input, and the
+(`tests/split_free.py`; it cannot trace the split itself), traced with a 64 px input, and the
 same plus `get_pruning_group` for every conv (what it takes to know all couplings, as our
 analysis does). Median of --rounds, alternating, so machine load hits both alike.
 Goal (issue 4): ours under 3 s on CPU.
@@ -21,16 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the split-free oracle copy lives with the tests
 
 import torch  # noqa: E402
 import torch_pruning as tp  # noqa: E402
+from split_free import SplitFreeDarknet  # noqa: E402
 
 from darknet import Darknet  # noqa: E402
 from prune import analyze, prune_model, write_pruned  # noqa: E402
 from prune.importance import class_importance, randomize_gammas  # noqa: E402
 from prune.select import select_channels  # noqa: E402
-from prune.split_free import SplitFreeDarknet  # noqa: E402
 from prune.surgery import cut_model  # noqa: E402
 
 

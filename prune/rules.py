@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from darknet import blocks
 from darknet.cfg import Cfg
 from darknet.errors import CfgError
 from darknet.sections import (
@@ -30,11 +31,6 @@ from darknet.shapes import INPUT, LayerShape, infer_shapes
 from .graph import ChannelGraph, GraphBuilder
 
 CouplingRule = Callable[[Section, LayerShape, list[int], GraphBuilder], int]
-
-# The fixed parts of darknet.blocks.MultiScaleBranch / Bottle2neck.
-BLOCK_ACTIVATION = "leaky"  # after bn1 and every bns[k]; bn3 is linear before the residual add
-BLOCK_KERNEL = 3  # the K_i convs, padding 1
-
 
 def _conv(s: ConvSection, shape: LayerShape, ins: list[int], b: GraphBuilder) -> int:
     return b.conv(ins[0], role="conv", conv="conv", bn="bn" if s.batch_normalize else None,
@@ -69,24 +65,46 @@ def _yolo(s: YoloSection, shape: LayerShape, ins: list[int], b: GraphBuilder) ->
     return ins[0]
 
 
+class _CouplingOps:
+    """The multi-scale branch (``darknet.blocks.multiscale_branch``) on graph tensors.
+
+    It records the split's groups and the K_i outputs: they must all keep one width.
+    """
+
+    def __init__(self, b: GraphBuilder, width: int, scale: int):
+        self.b, self.width, self.scale = b, width, scale
+        self.parts: list[int] = []
+
+    def conv1(self, x: int) -> int:
+        return self.b.conv(x, role="conv1", conv="conv1", bn="bn1",
+                           out_channels=self.width * self.scale, activation=blocks.ACTIVATION,
+                           size=1, padding=0)
+
+    def split(self, y: int, parts: int) -> list[int]:
+        groups = self.b.split(y, parts)
+        self.parts += groups
+        return groups
+
+    def conv(self, k: int, x: int) -> int:
+        out = self.b.conv(x, role=f"K_{k}", conv=f"convs.{k}", bn=f"bns.{k}",
+                          out_channels=self.width, activation=blocks.ACTIVATION,
+                          size=blocks.KERNEL, padding=blocks.KERNEL // 2)
+        self.parts.append(out)
+        return out
+
+    def add(self, a: int, b: int) -> int:
+        return self.b.add([a, b], "linear", residual=False)
+
+    def concat(self, parts: list[int]) -> int:
+        return self.b.concat(parts)
+
+
 def _multiscale_branch(s: MultiScaleSection, shape: LayerShape, x: int, b: GraphBuilder) -> int:
-    """conv1 -> split -> K_i on cumulative sums -> concat (darknet.blocks.MultiScaleBranch)."""
-    width = s.group_width(shape.in_channels)
-    y = b.conv(x, role="conv1", conv="conv1", bn="bn1", out_channels=width * s.scale,
-               activation=BLOCK_ACTIVATION, size=1, padding=0)
-    groups = b.split(y, s.scale)
-    outs: list[int] = []
-    sp = None
-    for k in range(max(s.scale - 1, 1)):
-        inp = groups[0] if k == 0 else b.add([sp, groups[k]], "linear", residual=False)
-        sp = b.conv(inp, role=f"K_{k}", conv=f"convs.{k}", bn=f"bns.{k}", out_channels=width,
-                    activation=BLOCK_ACTIVATION, size=BLOCK_KERNEL, padding=BLOCK_KERNEL // 2)
-        outs.append(sp)
-    b.same_width([*groups, *outs], f"[{s.kind}] one width for groups G_0..G_{s.scale - 1} and "
-                                   f"every K_i (scale={s.scale})")
-    if s.scale > 1:
-        outs.append(groups[-1])  # G_{s-1} passes straight to the concat
-    return b.concat(outs)
+    ops = _CouplingOps(b, s.group_width(shape.in_channels), s.scale)
+    out = blocks.multiscale_branch(ops, x, s.scale)
+    b.same_width(ops.parts, f"[{s.kind}] one width for groups G_0..G_{s.scale - 1} and "
+                            f"every K_i (scale={s.scale})")
+    return out
 
 
 def _res2net(s: Res2NetSection, shape: LayerShape, ins: list[int], b: GraphBuilder) -> int:

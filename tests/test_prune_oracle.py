@@ -18,11 +18,11 @@ import pytest
 import torch
 import torch_pruning as tp
 from conftest import ROOT, randomize_bn
+from split_free import SplitFreeDarknet, unsplit_name
 from torch import nn
 
 from darknet import Darknet
 from prune import analyze
-from prune.split_free import SplitFreeDarknet, unsplit_name
 
 CFGS = [ROOT / "tests" / "cfgs" / "tiny-res2net.cfg", ROOT / "tests" / "cfgs" / "tiny-darknet.cfg",
         ROOT / "cfgs" / "res2net-yolov3.cfg", ROOT / "cfgs" / "res2net-yolov3-triangle.cfg"]

@@ -1,4 +1,8 @@
-"""A Torch-Pruning-friendly copy of a Darknet model, for cross-checks and benchmarks.
+"""A Torch-Pruning-friendly copy of a Darknet model: the test oracle for the coupling rules.
+
+It re-implements the multi-scale branch on purpose (independently of
+``darknet.blocks.multiscale_branch``), so that the couplings Torch-Pruning finds in it check
+ours; ``bench/bench_prune.py`` uses it too.
 
 Torch-Pruning traces autograd and cannot follow a Res2Net block's ``torch.split`` (it crashes or
 couples the wrong channels). The split-free copy computes the same function without it: each
