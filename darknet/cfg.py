@@ -82,7 +82,7 @@ def _parse_value(text: str, annotation, choices) -> object:
         return tuple(_scalar(p, item_type) for p in parts)
     value = _scalar(text, base)
     if choices and value not in choices:
-        raise ValueError(f"expected one of {', '.join(choices)}")
+        raise ValueError(f"expected one of {', '.join(map(str, choices))}")
     return value
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from common.boxes import YoloDecode
+
 from .blocks import Bottle2neck, Triangle
 from .sections import (
     ConvSection,
@@ -115,10 +117,10 @@ class MaxpoolLayer(NoWeights, nn.Module):
 
 
 class YoloLayer(NoWeights, nn.Module):
-    """Reshapes a head's conv output; decodes boxes in eval mode.
+    """Reshapes a head's conv output; decodes boxes in eval mode (``common.boxes.YoloDecode``).
 
-    Training: ``[B, A, H, W, 5 + C]`` raw logits (tx, ty, tw, th, objectness, classes).
-    Eval: ``[B, A*H*W, 5 + C]`` with cx, cy, w, h in input pixels and sigmoid probabilities.
+    Training: ``[B, A, H, W, 5 + C]`` raw head inputs (tx, ty, tw, th, objectness, classes).
+    Eval: ``[B, A*H*W, 5 + C]`` with cx, cy, w, h in input pixels and probabilities.
     """
 
     def __init__(self, s: YoloSection, shape: LayerShape):
@@ -126,6 +128,8 @@ class YoloLayer(NoWeights, nn.Module):
         self.num_classes = s.classes
         self.ignore_thresh = s.ignore_thresh
         self.stride = shape.stride
+        self.layer_index = s.index
+        self.coder = YoloDecode(scale_x_y=s.scale_x_y, new_coords=bool(s.new_coords))
         self.register_buffer("anchors", torch.tensor(s.masked_anchors), persistent=False)
 
     @property
@@ -140,17 +144,8 @@ class YoloLayer(NoWeights, nn.Module):
         return self.decode(p)
 
     def decode(self, p: torch.Tensor) -> torch.Tensor:
-        b, a, h, w, n = p.shape
-        ys, xs = torch.meshgrid(
-            torch.arange(h, device=p.device, dtype=p.dtype),
-            torch.arange(w, device=p.device, dtype=p.dtype),
-            indexing="ij",
-        )
-        grid = torch.stack((xs, ys), dim=-1)  # [H, W, 2] as (x, y)
-        xy = (p[..., :2].sigmoid() + grid) * self.stride
-        wh = p[..., 2:4].exp() * self.anchors.view(1, a, 1, 1, 2).to(p.dtype)
-        out = torch.cat((xy, wh, p[..., 4:].sigmoid()), dim=-1)
-        return out.view(b, a * h * w, n)
+        anchors = self.anchors.view(1, self.num_anchors, 1, 1, 2).to(p.dtype)
+        return self.coder.detections(p, anchors, self.stride)
 
 
 class Res2NetLayer(Bottle2neck):

@@ -172,9 +172,9 @@ class YoloSection(Section):
     kind: ClassVar[str] = "yolo"
     HEAD: ClassVar[bool] = True
     PASSTHROUGH: ClassVar[frozenset[str]] = frozenset(
-        """jitter truth_thresh random scale_x_y iou_thresh cls_normalizer iou_normalizer
+        """jitter truth_thresh random iou_thresh cls_normalizer iou_normalizer
         obj_normalizer iou_loss iou_thresh_kind nms_kind beta_nms max_delta resize
-        new_coords counters_per_class label_smooth_eps focal_loss objectness_smooth
+        counters_per_class label_smooth_eps focal_loss objectness_smooth
         map max max_boxes""".split()
     )
 
@@ -183,6 +183,10 @@ class YoloSection(Section):
     classes: int = key(20)
     num: int = key(1)
     ignore_thresh: float = key(0.5)
+    # The decode (common.boxes.YoloDecode): AlexeyAB's centre scale, and scaled-YOLOv4's
+    # coordinates (inputs already logistic-activated by the conv in front).
+    scale_x_y: float = key(1.0)
+    new_coords: int = key(0, choices=(0, 1))
 
     @property
     def anchor_ids(self) -> tuple[int, ...]:

@@ -121,6 +121,8 @@ def _yolo(s: YoloSection, ins, fail) -> Shape:
         raise fail(f"[yolo] mask index {bad[0]} is outside 0..num-1 (num={s.num})")
     if s.classes < 1:
         raise fail(f"[yolo] classes must be >= 1, got {s.classes}")
+    if s.scale_x_y <= 0:
+        raise fail(f"[yolo] scale_x_y must be > 0, got {s.scale_x_y}")
     need = len(s.anchor_ids) * (s.classes + 5)
     if ins[0].c != need:
         raise fail(

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from common.boxes import cxcywh_to_xyxy
 from evaluation import MapAccumulator, MapResult, postprocess
-from yolodata import Batch, Letterbox, cxcywh_to_xyxy
+from yolodata import Batch, Letterbox
 
 
 @torch.no_grad()

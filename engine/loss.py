@@ -8,11 +8,14 @@ Assignment (``assign_targets``), for every ground-truth box:
   any other anchor whose wh-IoU exceeds ``LossConfig.anchor_t`` gets it too -- more positives
   per box, which is what lets a small model converge in a few epochs on CPU;
 * on the chosen anchor's head the box lands in the grid cell holding its centre (the decode
-  ``sigmoid(t) + cell`` cannot reach any other cell).
+  ``sigmoid(t) + cell`` cannot reach any other cell; with ``scale_x_y = s`` it reaches
+  ``(s - 1) / 2`` of a cell beyond each edge).
 
 Losses, per head (``p`` the raw logits ``[B, A, H, W, 5 + C]``):
 
-* box: ``1 - GIoU(decoded prediction, target)`` over the assigned predictions (mean);
+* box: ``1 - GIoU(decoded prediction, target)`` over the assigned predictions (mean); boxes
+  are decoded by the head's own ``common.boxes.YoloDecode`` (the one inference uses), with
+  ``exp`` capped at ``MAX_LOG_WH`` so that a wild logit cannot blow up the gradient;
 * class: BCE of the class logits against one-hot targets over the assigned predictions (mean);
 * objectness: BCE over every prediction, with target ``1 - r + r * IoU`` at assigned ones
   (``r = obj_iou``; an IoU-aware score ranks boxes better for mAP@.5:.95) and 0 elsewhere,
@@ -36,9 +39,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from common.boxes import box_giou, pairwise_iou, wh_iou
+from common.errors import UserError
 from darknet.layers import ConvLayer, YoloLayer
 
 LOSS_NAMES = ("box", "obj", "cls")
+
+# Training caps tw, th at log(1000) before exp: a box at most 1000x its anchor.
+MAX_LOG_WH = math.log(1e3)
 
 # Objectness weight per head stride (YOLOv5's balance); other strides weigh 1.
 OBJ_BALANCE = {8: 4.0, 16: 1.0, 32: 0.4}
@@ -83,28 +91,6 @@ class Assignment(NamedTuple):
     target: Tensor
 
 
-def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
-    """``[N, M]`` IoU of boxes ``[N, 2]`` and ``[M, 2]`` given as (w, h) on a common centre."""
-    inter = torch.minimum(wh1[:, None], wh2[None]).prod(2)
-    return inter / (wh1.prod(1)[:, None] + wh2.prod(1)[None] - inter)
-
-
-def box_giou(box1: Tensor, box2: Tensor, eps: float = 1e-7) -> tuple[Tensor, Tensor]:
-    """Element-wise ``(IoU, GIoU)`` of ``[..., 4]`` boxes given as ``cx, cy, w, h``."""
-    a0, a1 = box1[..., :2] - box1[..., 2:] / 2, box1[..., :2] + box1[..., 2:] / 2
-    b0, b1 = box2[..., :2] - box2[..., 2:] / 2, box2[..., :2] + box2[..., 2:] / 2
-    inter = (torch.minimum(a1, b1) - torch.maximum(a0, b0)).clamp(min=0).prod(-1)
-    union = box1[..., 2:].prod(-1) + box2[..., 2:].prod(-1) - inter + eps
-    iou = inter / union
-    hull = (torch.maximum(a1, b1) - torch.minimum(a0, b0)).prod(-1) + eps
-    return iou, iou - (hull - union) / hull
-
-
-def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """``[B, N, M]`` IoU of ``[B, N, 4]`` and ``[B, M, 4]`` ``cx, cy, w, h`` boxes."""
-    return box_giou(boxes1[:, :, None], boxes2[:, None])[0]
-
-
 class YoloLoss(nn.Module):
     """YOLOv3 loss over a model's ``[yolo]`` heads (see the module docstring).
 
@@ -118,9 +104,11 @@ class YoloLoss(nn.Module):
         super().__init__()
         if not heads:
             raise ValueError("the model has no [yolo] head")
+        _refuse_untrainable(heads)
         self.config = config or LossConfig()
         self.num_classes = heads[0].num_classes
         self.strides = [float(h.stride) for h in heads]
+        self.coders = [h.coder for h in heads]
         self.ignore = [
             h.ignore_thresh if self.config.ignore_thresh is None else self.config.ignore_thresh
             for h in heads
@@ -168,15 +156,12 @@ class YoloLoss(nn.Module):
                                               strict=True)):
             p = out.float()
             b, a, h, w, _ = p.shape
-            anchors = self.anchors[self.anchor_head == head] / self.strides[head]  # grid units
+            anchors = self.anchors[self.anchor_head == head]  # pixels
             tobj = torch.zeros(p.shape[:4], device=device)
             weight = self._obj_weight(p, anchors, head, gt_boxes, gt_valid)
             if len(asg.b):
                 ps = p[asg.b, asg.a, asg.gj, asg.gi]
-                cell = torch.stack((asg.gi, asg.gj), 1).to(ps)
-                pbox = torch.cat((ps[:, :2].sigmoid() + cell,
-                                  ps[:, 2:4].clamp(max=math.log(1e3)).exp() * anchors[asg.a]), 1)
-                iou, giou = box_giou(pbox, asg.box)
+                iou, giou = box_giou(self._assigned_boxes(ps, asg, anchors, head), asg.box)
                 l_box = l_box + (1 - giou).mean()
                 score = iou.detach().clamp(0).to(tobj.dtype)
                 tobj[asg.b, asg.a, asg.gj, asg.gi] = 1 - cfg.obj_iou + cfg.obj_iou * score
@@ -210,6 +195,14 @@ class YoloLoss(nn.Module):
         valid[b, slot] = True
         return boxes.to(outputs[0].device).float(), valid.to(outputs[0].device)
 
+    def _assigned_boxes(self, ps: Tensor, asg: Assignment, anchors: Tensor,
+                        head: int) -> Tensor:
+        """``[P, 4]`` decoded cxcywh of the assigned predictions ``ps``, in grid units."""
+        cell = torch.stack((asg.gi, asg.gj), 1).to(ps)
+        coder, grid_anchors = self.coders[head], anchors[asg.a] / self.strides[head]
+        return torch.cat((coder.centre(ps[:, :2], cell),
+                          coder.size(ps[:, 2:4], grid_anchors, MAX_LOG_WH)), 1)
+
     def _obj_weight(self, p: Tensor, anchors: Tensor, head: int, gt_boxes: Tensor,
                     gt_valid: Tensor) -> Tensor:
         """1 where objectness is trained, 0 where a prediction overlaps some ground truth
@@ -219,16 +212,21 @@ class YoloLoss(nn.Module):
         if gt_boxes.shape[1] == 0 or self.ignore[head] >= 1:
             return weight
         with torch.no_grad():
-            ys, xs = torch.meshgrid(torch.arange(h, device=p.device),
-                                    torch.arange(w, device=p.device), indexing="ij")
-            grid = torch.stack((xs, ys), -1).to(p)
-            stride = self.strides[head]
-            xy = (p[..., :2].sigmoid() + grid) * stride
-            wh = p[..., 2:4].clamp(max=math.log(1e3)).exp() * anchors.view(1, a, 1, 1, 2) * stride
-            pred = torch.cat((xy, wh), -1).view(b, -1, 4)
+            pred = self.coders[head].pixel_boxes(p, anchors.view(1, a, 1, 1, 2),
+                                                 self.strides[head], MAX_LOG_WH).view(b, -1, 4)
             iou = pairwise_iou(pred, gt_boxes).masked_fill(~gt_valid[:, None], 0)
             weight[(iou.amax(2) > self.ignore[head]).view(b, a, h, w)] = 0.0
         return weight
+
+
+def _refuse_untrainable(heads: Sequence[YoloLayer]) -> None:
+    """This loss trains logits; a ``new_coords=1`` head reads probabilities instead."""
+    for h in heads:
+        if h.coder.new_coords:
+            raise UserError(
+                f"[yolo] layer {h.layer_index} has new_coords=1 (scaled-YOLOv4 coordinates): "
+                "it decodes for inference, but this project cannot train it; "
+                "train a new_coords=0 head")
 
 
 def init_detection_biases(model: nn.Module, img_size: int) -> None:

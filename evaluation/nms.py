@@ -16,30 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["batched_nms", "box_iou", "cxcywh_to_xyxy", "postprocess"]
+from common.boxes import box_iou, cxcywh_to_xyxy
+
+__all__ = ["batched_nms", "postprocess"]
 
 _BLOCK = 512
-
-
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU matrix ``[N, M]`` of xyxy boxes ``[N, 4]`` and ``[M, 4]``; empty boxes give IoU 0."""
-    x1a, y1a, x2a, y2a = boxes1.unbind(dim=1)
-    x1b, y1b, x2b, y2b = boxes2.unbind(dim=1)
-    # Built from [N, M] planes rather than an [N, M, 2] tensor: half the time on CPU.
-    inter_w = (torch.minimum(x2a[:, None], x2b) - torch.maximum(x1a[:, None], x1b)).clamp_(min=0)
-    inter_h = (torch.minimum(y2a[:, None], y2b) - torch.maximum(y1a[:, None], y1b)).clamp_(min=0)
-    inter = inter_w.mul_(inter_h)
-    area1 = (x2a - x1a).clamp(min=0) * (y2a - y1a).clamp(min=0)
-    area2 = (x2b - x1b).clamp(min=0) * (y2b - y1b).clamp(min=0)
-    union = area1[:, None] + area2 - inter
-    # union is 0 only when both boxes are empty, and then inter is 0 too: IoU 0, not NaN.
-    return inter.div_(union.clamp_(min=torch.finfo(inter.dtype).tiny))
-
-
-def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
-    """Convert ``[..., 4]`` centre/size boxes to corner boxes."""
-    centre, size = boxes[..., :2], boxes[..., 2:4]
-    return torch.cat((centre - size / 2, centre + size / 2), dim=-1)
 
 
 def batched_nms(

@@ -9,11 +9,12 @@ Typical use::
     loader = DataLoader(ds, batch_size=16, shuffle=True, collate_fn=collate)
 """
 
+from common.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from yolodata.augment import AugmentConfig
 from yolodata.dataset import Batch, Sample, YoloDataset, collate
 from yolodata.demo import default_root, ensure_demo_dataset
 from yolodata.errors import DataError, ImageError, LabelError
-from yolodata.geometry import Letterbox, cxcywh_to_xyxy, xyxy_to_cxcywh
+from yolodata.geometry import Letterbox
 from yolodata.labels import SplitCheck, check_split, label_path, read_labels
 from yolodata.spec import DataSpec, load_spec
 from yolodata.synth import NAMES as DEMO_NAMES

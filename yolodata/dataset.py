@@ -18,9 +18,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from common.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from yolodata.augment import AugmentConfig, hflip, hsv_jitter, random_affine
 from yolodata.errors import ImageError
-from yolodata.geometry import GREY, Letterbox, cxcywh_to_xyxy, xyxy_to_cxcywh
+from yolodata.geometry import GREY, Letterbox
 from yolodata.labels import label_path, read_labels
 
 # Cache decoded images when they fit in this many bytes (upper bound: n * S * S * 3). With

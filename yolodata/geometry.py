@@ -1,4 +1,4 @@
-"""Box formats and the letterbox transform, shared by the loader and by evaluation.
+"""The letterbox transform, shared by the loader and by evaluation (box formats: common.boxes).
 
 Coordinates are continuous pixels: pixel ``i`` spans ``[i, i + 1)``, so an image of width
 ``W`` spans ``[0, W]`` and scaling by a factor maps box edges exactly.
@@ -11,16 +11,6 @@ import torch
 # Letterbox padding: uint8 128, i.e. 128 / 255 = 0.502 in [0, 1] units -- the 8-bit grey
 # nearest Darknet's 0.5, so that augmented and plain samples pad with the same value.
 GREY = (128, 128, 128)
-
-
-def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1)
-
-
-def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), -1)
 
 
 @dataclass(frozen=True)
