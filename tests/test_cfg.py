@@ -33,6 +33,16 @@ def test_uninterpreted_darknet_keys_survive_round_trip():
     assert net["steps"] == "400000,450000" and net["hue"] == ".1"
 
 
+def test_scale_x_y_is_interpreted_and_written_back():
+    cfg = parse_cfg(ROOT / "tests" / "data" / "darknet" / "yolov4-tiny.cfg")
+    yolo = next(s for s in cfg.layers if isinstance(s, YoloSection))
+    assert yolo.scale_x_y == pytest.approx(1.05) and yolo.new_coords == 0
+    assert "scale_x_y" not in dict(yolo.extra)
+    assert format_cfg(cfg).count("scale_x_y=1.05\n") == 2
+    plain = parse_cfg(ROOT / "cfgs" / "yolov3.cfg")
+    assert "scale_x_y" not in format_cfg(plain)  # the default stays implicit
+
+
 def test_relative_route_indices_are_resolved_and_written_back_relative():
     cfg = parse_cfg(ROOT / "cfgs" / "yolov3.cfg")
     routes = [s for s in cfg.layers if isinstance(s, RouteSection)]
@@ -111,6 +121,8 @@ BAD_CASES = [
      "classes=2\nnum=3\n", r"mask index 5 is outside 0..num-1", 18),
     ("\n[convolutional]\nfilters=21\nsize=1\n\n[yolo]\nmask=0,1,2\nanchors=1,2,3,4,5\n"
      "classes=2\nnum=3\n", r"num=3 needs 6 anchor values, got 5", 18),
+    ("\n[convolutional]\nfilters=21\nsize=1\n\n[yolo]\nmask=0,1,2\nanchors=1,2,3,4,5,6\n"
+     "classes=2\nnum=3\nscale_x_y=0\n", r"scale_x_y must be > 0, got 0.0", 18),
     ("\n[res2net]\nplanes=4\n", r"planes=4 gives 8 output channels, but the identity residual",
      14),
     ("\n[res2net]\ninplanes=32\n", r"inplanes=32 but its input has 16 channels", 14),
