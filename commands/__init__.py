@@ -34,3 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def check_img_size(size: int | None) -> None:
+    """``--img-size``, when given, must be a positive multiple of 32 (the largest stride)."""
+    from common.errors import UserError
+
+    if size is not None and (size < 32 or size % 32):
+        raise UserError(f"--img-size must be a positive multiple of 32, got {size}")

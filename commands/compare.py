@@ -36,7 +36,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from commands import check_img_size
     from common.errors import UserError
+    from common.io import ensure_writable_dir
     from comparison.compare import (
         ModelSpec,
         Timing,
@@ -47,7 +49,7 @@ def run(args) -> int:
         write_report,
     )
     from darknet.deploy import inference_model
-    from engine.data import EpochLoader, build_data
+    from engine.data import EpochLoader, build_data, skipped_summary
     from engine.evaluator import evaluate
     from yolodata import load_spec
 
@@ -55,11 +57,12 @@ def run(args) -> int:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.runs < 1 or args.warmup < 0:
         raise UserError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs}, {args.warmup}")
+    check_img_size(args.img_size)
+    if args.out:
+        ensure_writable_dir(args.out, create=False)  # before the evaluation, not after
     specs = [ModelSpec.parse(m) for m in args.model]
     models = load_models(specs)
     img_size = args.img_size or models[0].cfg.net.height
-    if img_size < 32 or img_size % 32:
-        raise UserError(f"--img-size must be a positive multiple of 32, got {img_size}")
     spec = load_spec(args.data)
     if spec.num_classes != models[0].num_classes:
         raise UserError(f"{spec.source}: {spec.num_classes} class names but the models detect "
@@ -72,6 +75,8 @@ def run(args) -> int:
     latencies = measure_latency(forms, image, Timing(args.runs, args.warmup))
     rows = build_rows(specs, models, maps, latencies, img_size)
     print(format_markdown(rows, img_size, args.runtime), end="")
+    if data.skipped:
+        print(skipped_summary(data.skipped))
     if args.out:
         paths = write_report(rows, img_size, args.runtime, args.out)
         print(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -37,26 +37,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from commands import check_img_size
     from common.errors import UserError
-    from darknet import Darknet
-    from engine.data import EpochLoader, build_data
+    from darknet import Darknet, parse_cfg
+    from engine.data import EpochLoader, build_data, skipped_summary
     from engine.distributed import DistInfo, loader_workers, select_device
     from engine.evaluator import evaluate
     from evaluation import format_map_table
     from yolodata import load_spec
 
-    img_size = args.img_size
-    if img_size is not None and (img_size < 32 or img_size % 32):
-        raise UserError(f"--img-size must be a positive multiple of 32, got {img_size}")
+    check_img_size(args.img_size)
     if args.batch_size < 1 or (args.workers or 0) < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
     if not 0 <= args.conf_thres < 1 or not 0 <= args.iou_thres <= 1:
         raise UserError("--conf-thres must be in [0, 1) and --iou-thres in [0, 1]")
     device = select_device(args.device)
     args.workers = loader_workers(DistInfo(device=device), args.workers)
-    model = Darknet(args.cfg)
+    cfg = parse_cfg(args.cfg)
+    cfg.require_heads("main.py eval")
+    model = Darknet(cfg)
     model.load_weights(args.weights)
-    img_size = img_size or model.cfg.net.height
+    img_size = args.img_size or model.cfg.net.height
     spec = load_spec(args.data)
     if spec.num_classes != model.num_classes:
         raise UserError(f"{spec.source}: {spec.num_classes} class names but {args.cfg} has "
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         }))
     else:
         print(format_map_table(result))
-        print(f"{len(data.val)} images at {img_size} px in {seconds:.1f}s"
-              + (f" ({len(data.skipped)} unreadable skipped)" if data.skipped else ""))
+        print(f"{len(data.val)} images at {img_size} px in {seconds:.1f}s")
+        if data.skipped:
+            print(skipped_summary(data.skipped))
     return 0

@@ -154,7 +154,7 @@ def _load_manifest(p: Paths, settings: dict) -> dict:
 def run(args) -> int:
     from commands import build_parser
     from common.errors import UserError
-    from common.io import atomic_write_text
+    from common.io import atomic_write_text, ensure_writable_dir
 
     if not 0 <= args.ratio < 1:
         raise UserError(f"--ratio must be in [0, 1), got {args.ratio}")
@@ -163,7 +163,7 @@ def run(args) -> int:
     p = Paths(Path(args.out))
     settings = {k: getattr(args, k) for k in SETTINGS}
     manifest = _load_manifest(p, settings)
-    p.root.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(p.root)
     parser = build_parser()
     for stage in STAGES:
         if stage in manifest["stages"]:

@@ -83,7 +83,8 @@ def summary(report) -> str:
 
 
 def run(args) -> int:
-    from common.errors import UserError
+    from commands import check_img_size
+    from common.io import ensure_writable_dir
     from darknet import Darknet, parse_cfg
     from prune import PruneError, prune_model, write_pruned
     from prune.importance import randomize_gammas
@@ -97,10 +98,10 @@ def run(args) -> int:
         raise PruneError(f"--flops-exponent must be in [0, 1], got {args.flops_exponent:g}")
     if args.round_to < 1:
         raise PruneError(f"--round-to must be >= 1, got {args.round_to}")
-    if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
-        raise UserError(f"--img-size must be a positive multiple of 32, got {args.img_size}")
+    check_img_size(args.img_size)
     inputs = (args.cfg, *([args.weights] if args.weights else []))
     pruned_files(args.out, inputs)  # refuse to overwrite an input before any work
+    ensure_writable_dir(args.out, create=False)
 
     cfg = parse_cfg(args.cfg)
     model = Darknet(cfg).eval()

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.io import ensure_writable_dir
+
 HELP = "train a detector (default: the demo cfg on the built-in demo dataset)"
 DESCRIPTION = """Train a Darknet-cfg detector with the project's one training engine: AdamW or
 SGD with warm-up and cosine decay, EMA of the weights, AMP on CUDA, an mAP evaluation on the
@@ -102,6 +104,7 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
     from common.io import atomic_write_text
     from darknet import Darknet, parse_cfg_text, write_cfg
     from engine.checkpoint import load_checkpoint, seed_everything
+    from engine.data import skipped_summary
     from engine.distributed import barrier, cleanup_distributed, init_distributed, loader_workers
     from engine.loss import init_detection_biases
     from engine.trainer import TrainConfig, Trainer
@@ -133,6 +136,7 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
             meta = {"cfg": args.cfg, "cfg_text": cfg_text, "data": args.data,
                     "weights": args.weights, "command": getattr(args, "command", "train")}
 
+        cfg.require_heads(f"main.py {meta['command']}")
         seed_everything(config.seed)  # the random init is part of the run
         model = Darknet(cfg)
         if checkpoint is None:
@@ -153,9 +157,7 @@ def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
                      "config": config.as_dict(), "processes": dist.world_size,
                      "device": str(dist.device)}, indent=2) + "\n")
             if data.skipped:
-                first, why = data.skipped[0]
-                trainer.log(f"skipped {len(data.skipped)} unreadable image(s), e.g. "
-                            f"{first}: {why}")
+                trainer.log(skipped_summary(data.skipped))
             action = f"resuming {out} after epoch {checkpoint['epoch']}" if checkpoint \
                 else f"training into {out}"
             trainer.log(f"{action}: {len(data.train)} train / {len(data.val)} val images, "
@@ -181,12 +183,9 @@ def _config(args: argparse.Namespace):
 
 
 def _read_text(path: str) -> str:
-    from common.errors import UserError
+    from common.io import read_text
 
-    try:
-        return Path(path).read_text()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read cfg ({e.strerror or e})") from e
+    return read_text(path, "cfg")
 
 
 def _load_data(source: str, img_size: int, dist, num_classes: int):
@@ -228,15 +227,14 @@ def _new_run_dir(out: str | None, default_out: str) -> Path:
         while path.exists() and any(path.iterdir()):
             n += 1
             path = base.with_name(f"{base.name}{n}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_writable_dir(path)
 
 
 def _resume_dir(out: str | None, default_out: str) -> Path:
     from common.errors import UserError
 
     if out is not None:
-        return Path(out)
+        return ensure_writable_dir(out) if Path(out).is_dir() else Path(out)
     base = Path(default_out)
     runs = [p for p in base.parent.glob(f"{base.name}*") if (p / "last.pt").is_file()]
     if not runs:
@@ -245,6 +243,8 @@ def _resume_dir(out: str | None, default_out: str) -> Path:
 
 
 def _report(trainer, history: list[dict], elapsed: float, out: Path) -> None:
+    from engine.data import skipped_summary
+
     images = sum(m["images_per_s"] * m["train_s"] for m in history)
     train_s = sum(m["train_s"] for m in history)
     minutes, seconds = divmod(round(elapsed), 60)
@@ -255,6 +255,8 @@ def _report(trainer, history: list[dict], elapsed: float, out: Path) -> None:
     if last["map"] is not None:
         trainer.log(f"last epoch {last['epoch']}: mAP@.5 {last['map50']:.4f}  "
                     f"mAP@.5:.95 {last['map']:.4f}")
+    if trainer.data.skipped:  # the header check's, and any found while loading
+        trainer.log(skipped_summary(trainer.data.skipped))
     if trainer.best is not None:
         trainer.log(f"best epoch {trainer.best_epoch}: mAP@.5 {trainer.best[1]:.4f}  "
                     f"mAP@.5:.95 {trainer.best[0]:.4f} -> {out / 'best.weights'}")

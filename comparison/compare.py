@@ -21,7 +21,7 @@ import torch
 from common.errors import UserError
 from common.io import atomic_write_text
 from common.plot import plot_scatter
-from darknet import Darknet
+from darknet import Darknet, parse_cfg
 from darknet.summary import count_gflops, count_params
 from evaluation import postprocess
 
@@ -68,7 +68,9 @@ def load_models(specs: Sequence[ModelSpec]) -> list[Darknet]:
         raise UserError(f"model names must be unique, got {names}")
     models = []
     for spec in specs:
-        model = Darknet(spec.cfg)
+        cfg = parse_cfg(spec.cfg)
+        cfg.require_heads("main.py compare")
+        model = Darknet(cfg)
         model.load_weights(spec.weights)
         models.append(model.eval())
     classes = {s.name: m.num_classes for s, m in zip(specs, models, strict=True)}

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.io import atomic_write_text
+from common.io import atomic_write_text, read_text
 
 from .errors import CfgError
 from .sections import (
@@ -33,6 +33,12 @@ class Cfg:
     net: NetSection
     layers: tuple[Section, ...]
     path: str = dataclasses.field(default="<cfg>", compare=False)
+
+    def require_heads(self, purpose: str) -> None:
+        """Raise unless the cfg has a [yolo] head; ``purpose`` names who needs one."""
+        if not any(s.HEAD for s in self.layers):
+            raise CfgError(f"no [yolo] layer: {purpose} needs at least one detection head",
+                           self.path)
 
     def replace_layer(self, index: int, section: Section) -> Cfg:
         layers = list(self.layers)
@@ -157,7 +163,7 @@ def _resolve_indices(section: Section, path: str) -> Section:
 
 
 def parse_cfg_text(text: str, path: str = "<cfg>") -> Cfg:
-    raws = _split_sections(text, path)
+    raws = _split_sections(text.removeprefix("\ufeff"), path)  # a BOM (Notepad) is no key
     if not raws:
         raise CfgError("no sections found", path)
     first = SECTION_ALIASES.get(raws[0].name, raws[0].name)
@@ -171,16 +177,22 @@ def parse_cfg_text(text: str, path: str = "<cfg>") -> Cfg:
     layers = tuple(_build_section(raw, i, path) for i, raw in enumerate(raws[1:]))
     if not layers:
         raise CfgError("the cfg has no layers after [net]", path)
+    _check_heads_agree(layers, path)
     return Cfg(net=net, layers=layers, path=path)
 
 
+def _check_heads_agree(layers: tuple[Section, ...], path: str) -> None:
+    """Every [yolo] head detects the same classes: one loss, one label set, one NMS."""
+    heads = [s for s in layers if s.HEAD]
+    for head in heads[1:]:
+        if head.classes != heads[0].classes:
+            raise CfgError(f"[yolo] classes={head.classes}, but the [yolo] at line "
+                           f"{heads[0].line} has classes={heads[0].classes}: every head must "
+                           "detect the same classes", path, head.line)
+
+
 def parse_cfg(path: str | Path) -> Cfg:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise CfgError(f"cannot read cfg: {e.strerror}", str(path)) from None
-    return parse_cfg_text(text, str(path))
+    return parse_cfg_text(read_text(path, "cfg"), str(path))
 
 
 # ---------------------------------------------------------------- writing

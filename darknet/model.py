@@ -51,6 +51,7 @@ class Darknet(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        self.cfg.require_heads("a detector")
         return self.yolo_layers[0].num_classes
 
     def forward(self, x: torch.Tensor, raw: bool | None = None) -> list[torch.Tensor]:

@@ -53,6 +53,23 @@ class LayerShape:
         return self.inputs[0].c
 
 
+# Sizes far beyond any real detector, checked before a module is allocated, so that a typo
+# such as filters=400000000 fails with its cfg line instead of exhausting memory. For scale:
+# YOLOv3's largest convolution has 4,718,592 weights and its largest output holds 5.5M values
+# per image at 416 px.
+MAX_CONV_WEIGHTS = 1 << 28  # weights of one convolution: 1 GiB of float32
+MAX_OUTPUT_VALUES = 1 << 30  # one layer's output for one image: 4 GiB of float32
+
+
+def _bounded(fail, what: str, weights: int = 0, values: int = 0) -> None:
+    if weights > MAX_CONV_WEIGHTS:
+        raise fail(f"{what} gives {weights:,} weights in one convolution; the limit is "
+                   f"{MAX_CONV_WEIGHTS:,} (1 GiB of float32)")
+    if values > MAX_OUTPUT_VALUES:
+        raise fail(f"{what} gives {values:,} output values per image; the limit is "
+                   f"{MAX_OUTPUT_VALUES:,} (4 GiB of float32)")
+
+
 # A shape rule maps (section, input shapes, error factory) to the output shape.
 ShapeRule = Callable[[Section, tuple[Shape, ...], Callable[[str], CfgError]], Shape]
 
@@ -63,6 +80,8 @@ def _conv(s: ConvSection, ins, fail) -> Shape:
     if s.filters < 1 or s.size < 1 or s.stride < 1:
         raise fail(f"filters, size and stride must be >= 1, got {s.filters}, {s.size}, {s.stride}")
     x, p = ins[0], s.effective_padding
+    _bounded(fail, f"[convolutional] filters={s.filters} size={s.size} on {x.c} channels",
+             weights=x.c * s.filters * s.size**2)
     h, w = (x.h + 2 * p - s.size) // s.stride + 1, (x.w + 2 * p - s.size) // s.stride + 1
     if h < 1 or w < 1:
         raise fail(f"input {x.h}x{x.w} is too small for a {s.size}x{s.size}/{s.stride} conv")
@@ -140,6 +159,9 @@ def _multiscale_width(s: MultiScaleSection, x: Shape, fail) -> int:
     width = s.group_width(x.c)
     if width < 1:
         raise fail(f"[{s.kind}] group width is {width}; set width= explicitly (>= 1)")
+    _bounded(fail, f"[{s.kind}] group width {width} x scale {s.scale} on {x.c} channels",
+             weights=max(x.c * width * s.scale, 9 * width**2),
+             values=width * s.scale * x.h * x.w)
     return width
 
 
@@ -175,6 +197,8 @@ def infer_shapes(cfg: Cfg, height: int | None = None, width: int | None = None) 
     """Per-layer wiring and output shapes for an input of ``height x width`` (default: [net])."""
     net = cfg.net
     image = Shape(net.channels, height or net.height, width or net.width)
+    _bounded(lambda msg: CfgError(msg, cfg.path, net.line),
+             f"[net] input {image.c}x{image.h}x{image.w}", values=image.c * image.h * image.w)
     outs: list[Shape] = []
     shapes = []
     for s in cfg.layers:
@@ -188,6 +212,7 @@ def infer_shapes(cfg: Cfg, height: int | None = None, width: int | None = None) 
             return CfgError(msg, cfg.path, _s.line)
 
         out = rule(s, ins, fail)
+        _bounded(fail, f"[{s.kind}] output {out.c}x{out.h}x{out.w}", values=out.c * out.h * out.w)
         outs.append(out)
         shapes.append(LayerShape(s.index, s.kind, srcs, ins, out, image.h / out.h, s.HEAD))
     return shapes

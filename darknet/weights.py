@@ -14,7 +14,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
@@ -109,11 +109,15 @@ def load_weights(model: Darknet, path: str | Path) -> WeightsHeader:
     return header
 
 
+def write_weights(model: Darknet, f: BinaryIO, header: WeightsHeader | None = None) -> None:
+    """Write ``model`` as Darknet weights into the open binary file ``f``."""
+    f.write((header or model.header).to_bytes())
+    for _, tensors in _layer_tensors(model):
+        for t in tensors:
+            f.write(t.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes())
+
+
 def save_weights(model: Darknet, path: str | Path, header: WeightsHeader | None = None) -> None:
     """Write ``model`` as Darknet weights, atomically."""
-    header = header or model.header
     with atomic_open(path, "wb") as f:
-        f.write(header.to_bytes())
-        for _, tensors in _layer_tensors(model):
-            for t in tensors:
-                f.write(t.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes())
+        write_weights(model, f, header)

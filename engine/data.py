@@ -9,40 +9,69 @@ of every epoch (``set_epoch``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from yolodata import AugmentConfig, DataSpec, YoloDataset, check_split, collate
+from yolodata import (
+    AugmentConfig,
+    Batch,
+    DataError,
+    DataSpec,
+    YoloDataset,
+    check_split,
+    collate,
+)
 
 
 @dataclass(frozen=True)
 class DetectionData:
-    """What the engine needs from a dataset description."""
+    """What the engine needs from a dataset description.
+
+    Unreadable images are skipped and counted wherever they are found (``yolodata.labels``):
+    ``checked`` holds those the header check left out, the datasets' ``skipped`` those found
+    while decoding, and ``skipped`` all of them so far.
+    """
 
     train: YoloDataset
     val: YoloDataset
     names: tuple[str, ...]
-    skipped: tuple[tuple[str, str], ...]  # (image, reason) of unreadable images left out
+    checked: tuple[tuple[str, str], ...]  # (image, reason) left out by the header check
+
+    @property
+    def skipped(self) -> tuple[tuple[str, str], ...]:
+        found = dict(self.checked)
+        for dataset in (self.val, self.train):
+            found.update(getattr(dataset, "skipped", {}))
+        return tuple(found.items())
+
+
+def skipped_summary(skipped: tuple[tuple[str, str], ...]) -> str:
+    """The one line a command prints about the images it left out."""
+    first, why = skipped[0]
+    return f"skipped {len(skipped)} unreadable image(s), e.g. {first}: {why}"
+
+
+def _split(spec: DataSpec, split: str, img_size: int, **kw) -> tuple[YoloDataset, tuple]:
+    images = getattr(spec, split)
+    check = check_split(images, spec.num_classes, split)
+    dataset = YoloDataset(check.images, spec.num_classes, img_size, **kw)
+    if not len(dataset):
+        raise DataError(f"{split}: none of its {len(images)} images is readable")
+    return dataset, tuple((str(p), why) for p, why in check.skipped)
 
 
 def build_data(spec: DataSpec, img_size: int, augment: AugmentConfig | None = None,
                train: bool = True) -> DetectionData:
     """Check every label file and image header first (bad data fails before epoch 1)."""
-    skipped = []
-    val_check = check_split(spec.val, spec.num_classes, "val")
-    skipped += val_check.skipped
-    val = YoloDataset(val_check.images, spec.num_classes, img_size, augment=False)
+    val, skipped = _split(spec, "val", img_size, augment=False)
+    train_set = val
     if train:
-        train_check = check_split(spec.train, spec.num_classes, "train")
-        skipped += train_check.skipped
-        train_set = YoloDataset(train_check.images, spec.num_classes, img_size, augment=True,
-                                hyp=augment)
-    else:
-        train_set = val
-    return DetectionData(train_set, val, spec.names,
-                         tuple((str(p), why) for p, why in skipped))
+        train_set, more = _split(spec, "train", img_size, augment=True, hyp=augment)
+        skipped += more
+    return DetectionData(train_set, val, spec.names, skipped)
 
 
 class EpochLoader:
@@ -66,8 +95,19 @@ class EpochLoader:
         self.sampler.set_epoch(epoch)
         self.generator.manual_seed(self.seed * 1_000_003 + epoch * 1009 + self.rank)
 
-    def __iter__(self):
-        return iter(self.loader)
+    def __iter__(self) -> Iterator[Batch]:
+        """The batches; images that fail to decode are left out and recorded in the
+        dataset's ``skipped`` (here, in the main process: the workers of later epochs are
+        started from it and do not decode those files again)."""
+        found = getattr(self.loader.dataset, "skipped", None)
+        for batch in self.loader:
+            if batch.skipped and found is not None:
+                found.update(batch.skipped)
+            if batch.paths:
+                yield batch
+            elif self.sampler.num_replicas > 1:  # a skipped step would stall the others
+                raise DataError(f"every image of a batch is unreadable, e.g. "
+                                f"{batch.skipped[0][0]}: {batch.skipped[0][1]}")
 
     def __len__(self) -> int:
         return len(self.loader)

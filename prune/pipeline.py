@@ -13,12 +13,13 @@ from pathlib import Path
 
 from torch import nn
 
-from common.io import atomic_write_text
-from darknet.cfg import Cfg, write_cfg
+from common.io import write_together
+from darknet.cfg import Cfg, format_cfg
 from darknet.model import Darknet
 from darknet.sections import MultiScaleSection
 from darknet.shapes import infer_shapes
 from darknet.summary import count_params
+from darknet.weights import write_weights
 
 from .analysis import ChannelAnalysis, Scope, analyze
 from .cost import gflops
@@ -170,12 +171,25 @@ def pruned_files(out_dir: str | Path, inputs: tuple[str | Path, ...] = ()) -> Pr
 
 def write_pruned(slim: Darknet, report: PruneReport, out_dir: str | Path,
                  inputs: tuple[str | Path, ...] = ()) -> PrunedFiles:
-    """Write ``pruned.cfg``, ``pruned.weights`` and ``prune_report.json`` atomically.
+    """Write ``pruned.cfg``, ``pruned.weights`` and ``prune_report.json``, all or nothing.
+
+    The three belong together (the weights fit this cfg only), so they are written with
+    ``common.io.write_together``: each into a temporary file first, and only when all three
+    are complete renamed into place, ``pruned.cfg`` removed first and renamed last. Hence:
+
+    * a failed write (full disk, read-only folder) changes nothing: an earlier prune's files
+      stay as they were, and still load together;
+    * a kill during the renames (a few microseconds) leaves no ``pruned.cfg``, never a new
+      cfg beside old weights: where ``pruned.cfg`` exists, its weights and report are the
+      ones written with it. Without it, run prune again.
 
     Refuses (before writing anything) when a target is one of ``inputs``.
     """
     files = pruned_files(out_dir, inputs)
-    write_cfg(slim.cfg, files.cfg)
-    slim.save_weights(files.weights)
-    atomic_write_text(files.report, json.dumps(report.as_dict(), indent=1) + "\n")
+    report_text = json.dumps(report.as_dict(), indent=1) + "\n"
+    write_together([
+        (files.report, lambda f: f.write(report_text.encode())),
+        (files.weights, lambda f: write_weights(slim, f)),
+        (files.cfg, lambda f: f.write(format_cfg(slim.cfg).encode())),
+    ])
     return files

@@ -11,7 +11,7 @@ Typical use::
 
 from common.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from yolodata.augment import AugmentConfig
-from yolodata.dataset import Batch, Sample, YoloDataset, collate
+from yolodata.dataset import Batch, Sample, Unreadable, YoloDataset, collate
 from yolodata.demo import default_root, ensure_demo_dataset
 from yolodata.errors import DataError, ImageError, LabelError
 from yolodata.geometry import Letterbox
@@ -30,6 +30,7 @@ __all__ = [
     "Letterbox",
     "Sample",
     "SplitCheck",
+    "Unreadable",
     "YoloDataset",
     "check_split",
     "collate",

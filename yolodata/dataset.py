@@ -22,7 +22,7 @@ from common.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from yolodata.augment import AugmentConfig, hflip, hsv_jitter, random_affine
 from yolodata.errors import ImageError
 from yolodata.geometry import GREY, Letterbox
-from yolodata.labels import label_path, read_labels
+from yolodata.labels import IMAGE_ERRORS, label_path, read_labels
 
 # Cache decoded images when they fit in this many bytes (upper bound: n * S * S * 3). With
 # the cache, un-augmented loading ran ~4x faster and augmented 1.2-2x on 2 cores.
@@ -45,6 +45,14 @@ class Sample(NamedTuple):
     orig_hw: tuple[int, int]
 
 
+class Unreadable(NamedTuple):
+    """What ``YoloDataset[i]`` gives for an image that cannot be decoded; ``collate`` leaves
+    it out of the batch and lists it in ``Batch.skipped``."""
+
+    path: str
+    reason: str
+
+
 class Batch(NamedTuple):
     """``collate`` output.
 
@@ -53,24 +61,29 @@ class Batch(NamedTuple):
              layout, all objects of the batch in one tensor.
     paths:   ``B`` strings.
     orig_hw: ``B`` ``(height, width)`` tuples.
+    skipped: ``(path, reason)`` of the images of this batch that could not be decoded (not
+             among the ``B``).
     """
 
     images: torch.Tensor
     targets: torch.Tensor
     paths: tuple[str, ...]
     orig_hw: tuple[tuple[int, int], ...]
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
-def collate(batch: Sequence[Sample]) -> Batch:
+def collate(batch: Sequence[Sample | Unreadable]) -> Batch:
+    samples = [s for s in batch if isinstance(s, Sample)]
     targets = [
         torch.cat((torch.full((len(s.targets), 1), float(i)), s.targets), 1)
-        for i, s in enumerate(batch)
+        for i, s in enumerate(samples)
     ]
     return Batch(
-        torch.stack([s.image for s in batch]),
-        torch.cat(targets).reshape(-1, 6),
-        tuple(s.path for s in batch),
-        tuple(s.orig_hw for s in batch),
+        torch.stack([s.image for s in samples]) if samples else torch.zeros(0, 3, 0, 0),
+        torch.cat(targets).reshape(-1, 6) if samples else torch.zeros(0, 6),
+        tuple(s.path for s in samples),
+        tuple(s.orig_hw for s in samples),
+        tuple((s.path, s.reason) for s in batch if isinstance(s, Unreadable)),
     )
 
 
@@ -84,6 +97,12 @@ class YoloDataset(Dataset):
     ``augment=True`` applies, in order: random zoom/shift while letterboxing (boxes clipped,
     mostly-hidden or tiny ones dropped), HSV jitter, random left-right flip; strengths in
     ``hyp``. ``cache_images=None`` caches when the set fits ``CACHE_BUDGET_BYTES``.
+
+    Unreadable images (``yolodata.labels``' policy: skip and count): one that fails to decode
+    while the cache is filled is left out of the dataset; one that fails later gives an
+    ``Unreadable`` item, which ``collate`` leaves out of its batch. ``skipped`` maps each
+    to the reason, in this process; ``engine.data.EpochLoader`` adds what its worker
+    processes found, so the next epoch's workers do not decode those files again.
     """
 
     def __init__(
@@ -103,15 +122,21 @@ class YoloDataset(Dataset):
         self.labels = tuple(
             torch.from_numpy(read_labels(label_path(p), num_classes)) for p in self.images
         )
+        self.skipped: dict[str, str] = {}
         if cache_images is None:
             cache_images = len(self) * img_size * img_size * 3 <= CACHE_BUDGET_BYTES
-        self._cache = self._decode_all() if cache_images else None
+        self._cache = self._fill_cache() if cache_images else None
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> Sample:
-        pixels, orig_hw = self._cache[index] if self._cache is not None else self._decode(index)
+    def __getitem__(self, index: int) -> Sample | Unreadable:
+        path = str(self.images[index])
+        decoded = (self._cache[index] if self._cache is not None
+                   else None if path in self.skipped else self._try_decode(index))
+        if decoded is None:
+            return Unreadable(path, self.skipped[path])
+        pixels, orig_hw = decoded
         lb = Letterbox.fit(orig_hw, self.img_size)
         labels = self.labels[index]
         h, w = lb.resized_hw
@@ -123,7 +148,7 @@ class YoloDataset(Dataset):
             image, boxes = _to_tensor(_paste(pixels, lb)), boxes + boxes.new_tensor(lb.pad * 2)
         boxes = boxes.clamp(0, self.img_size)
         targets = torch.cat((cls, xyxy_to_cxcywh(boxes) / self.img_size), 1)
-        return Sample(image, targets, str(self.images[index]), orig_hw)
+        return Sample(image, targets, path, orig_hw)
 
     def _augment(
         self, pixels: np.ndarray, boxes: torch.Tensor, cls: torch.Tensor, lb: Letterbox
@@ -137,10 +162,22 @@ class YoloDataset(Dataset):
             image, boxes = hflip(image, boxes)
         return image, boxes, cls
 
-    def _decode_all(self) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    def _fill_cache(self) -> list[tuple[np.ndarray, tuple[int, int]]]:
+        """Every image decoded; those that fail are left out of the dataset."""
         # PIL releases the GIL while decoding, so threads use every core.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            return list(pool.map(self._decode, range(len(self))))
+            decoded = list(pool.map(self._try_decode, range(len(self))))
+        keep = [i for i, d in enumerate(decoded) if d is not None]
+        self.images = tuple(self.images[i] for i in keep)
+        self.labels = tuple(self.labels[i] for i in keep)
+        return [decoded[i] for i in keep]
+
+    def _try_decode(self, index: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+        try:
+            return self._decode(index)
+        except ImageError as e:
+            self.skipped[str(self.images[index])] = e.reason
+            return None
 
     def _decode(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
         """RGB uint8 ``[h, w, 3]`` resized to the letterbox size, and the file's ``(h, w)``."""
@@ -155,7 +192,7 @@ class YoloDataset(Dataset):
                 if rgb.size != (w, h):
                     rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
                 return np.array(rgb), orig_hw  # a writable copy, as torch wants
-        except (OSError, SyntaxError, ValueError) as e:
+        except IMAGE_ERRORS as e:
             raise ImageError(f"cannot read image ({e})", path) from e
 
 

@@ -6,7 +6,9 @@ Policy (chosen so that bad data fails before the first epoch, not in the middle 
   box would bias training and evaluation without anyone noticing;
 * an image PIL cannot open is skipped and reported in ``SplitCheck.skipped`` (one corrupt
   download should not stop a run), unless ``skip_unreadable=False``; a split with no
-  readable image at all raises.
+  readable image at all raises. The same holds wherever an image turns out unreadable later
+  (``yolodata.dataset``: filling the RAM cache, or decoding in an epoch, in this process or a
+  loader worker): it is left out and counted, never an error.
 
 A label file holds one object per line, ``class cx cy w h``, all four coordinates normalised
 to the image size. Blank lines are ignored; a missing label file means the image has no
@@ -14,6 +16,7 @@ objects (YOLO's convention for negatives).
 """
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.io import read_text
 from yolodata.errors import DataError, ImageError, LabelError
 
 COORD_EPS = 1e-3  # tolerance for coordinates written as e.g. 1.0000004 by other tools
@@ -41,12 +45,9 @@ def label_path(image: Path) -> Path:
 
 def read_labels(path: Path, num_classes: int) -> np.ndarray:
     """Rows ``(class, cx, cy, w, h)`` as float32 ``[N, 5]``; empty if the file is missing."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    if not path.exists():
         return np.zeros((0, 5), np.float32)
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read label file ({e})") from e
+    text = read_text(path, "label file")
     rows = [
         _parse_line(line, path, lineno, num_classes)
         for lineno, line in enumerate(text.splitlines(), start=1)
@@ -117,10 +118,32 @@ def check_split(
     return SplitCheck(tuple(usable), tuple(skipped))
 
 
+# What PIL raises for a file it cannot decode (UnidentifiedImageError is an OSError).
+IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+JPEG_END = b"\xff\xd9"  # the end-of-image marker
+
+
 def verify_image(path: Path) -> None:
-    """Open the header and check the file's integrity without a full decode."""
+    """Check the header and the file's integrity without a full decode where PIL can.
+
+    PIL's ``verify`` walks a PNG's chunks, but not a JPEG's entropy-coded data, so a JPEG
+    cut short (a half-finished download) would pass and fail only when decoded in an epoch.
+    A JPEG that does not end with its end-of-image marker is therefore decoded once, here
+    (a few writers append data after the marker; those images stay).
+    """
     try:
         with Image.open(path) as im:
+            fmt = im.format
             im.verify()
-    except (OSError, SyntaxError, ValueError) as e:
+        if fmt == "JPEG" and not _ends_with(path, JPEG_END):
+            with Image.open(path) as im:
+                im.load()
+    except IMAGE_ERRORS as e:
         raise ImageError(f"cannot read image ({e})", path) from e
+
+
+def _ends_with(path: Path, tail: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - len(tail), 0))
+        return f.read() == tail

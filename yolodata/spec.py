@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from common.io import read_text
 from yolodata.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -42,6 +43,8 @@ def load_spec(source: str | Path) -> DataSpec:
 
         return load_spec(ensure_demo_dataset())
     path = Path(source).expanduser()
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; {_folder_hint(path)}")
     if not path.is_file():
         raise DataError(f"{path}: dataset description not found")
     if path.suffix in (".yaml", ".yml"):
@@ -51,9 +54,17 @@ def load_spec(source: str | Path) -> DataSpec:
     raise DataError(f"{path}: expected a .yaml/.yml data file, a Darknet .data file or 'demo'")
 
 
+def _folder_hint(folder: Path) -> str:
+    """What --data wants instead of a folder, naming the descriptions found inside it."""
+    found = sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".data"))
+    hint = f" (this one holds {', '.join(found[:3])})" if found else ""
+    return ("expected a data .yaml/.yml (path, train, val, names), a Darknet .data file or "
+            f"'demo'{hint}")
+
+
 def _from_yaml(path: Path) -> DataSpec:
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(read_text(path, "data yaml"))
     except yaml.YAMLError as e:
         raise DataError(f"{path}: invalid yaml ({e})".replace("\n", " ")) from e
     if not isinstance(doc, dict):
@@ -94,7 +105,7 @@ def _from_darknet(path: Path) -> DataSpec:
         raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
     bases = [path.parent.resolve(), Path.cwd()]
     names_file = _existing(keys["names"], bases, f"{path}: names")
-    names = tuple(n.strip() for n in names_file.read_text().splitlines() if n.strip())
+    names = tuple(n.strip() for n in read_text(names_file, "names file").splitlines() if n.strip())
     if not names:
         raise DataError(f"{names_file}: no class names")
     if "classes" in keys and keys["classes"] != str(len(names)):
@@ -107,7 +118,7 @@ def _from_darknet(path: Path) -> DataSpec:
 def _read_key_values(path: Path) -> dict[str, str]:
     """``key = value`` lines; ``#`` starts a comment; keys Darknet also uses are kept as is."""
     keys = {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(path, "Darknet .data file").splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -142,6 +153,6 @@ def _entry_images(entry: Path, what: str) -> list[Path]:
     if entry.is_dir():
         return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if entry.suffix == ".txt":
-        lines = (line.strip() for line in entry.read_text().splitlines())
+        lines = (line.strip() for line in read_text(entry, "image list").splitlines())
         return [(entry.parent / Path(line).expanduser()).resolve() for line in lines if line]
     raise DataError(f"{what}: {entry} is neither a folder of images nor a .txt list")
