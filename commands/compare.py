@@ -70,7 +70,8 @@ def run(args) -> int:
     data = build_data(spec, img_size, train=False)
     loader = EpochLoader(data.val, args.batch_size, shuffle=False, workers=args.workers or 0)
     maps = [evaluate(model, loader, spec.names) for model in models]
-    image = data.val[0].image.unsqueeze(0)
+    # the first readable image (the loader leaves out any that failed to decode)
+    image = next(iter(EpochLoader(data.val, 1, shuffle=False, workers=0))).images
     forms = [inference_model(model, args.runtime, image) for model in models]
     latencies = measure_latency(forms, image, Timing(args.runs, args.warmup))
     rows = build_rows(specs, models, maps, latencies, img_size)
