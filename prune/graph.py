@@ -33,6 +33,7 @@ nothing about weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 IMAGE = -1  # layer index of the input image, as in darknet.shapes.INPUT
@@ -41,6 +42,14 @@ IMAGE = -1  # layer index of the input image, as in darknet.shapes.INPUT
 def layer_module(layer_index: int) -> str:
     """The module path of a layer inside ``Darknet`` (its ``layers`` ModuleList)."""
     return f"layers.{layer_index}"
+
+
+def moved_module(name: str, new_index: Callable[[int], int]) -> str:
+    """The module ``name`` inside layer ``i`` as named once that layer is ``new_index(i)``."""
+    root, index, *rest = name.split(".", 2)
+    if f"{root}.{index}" != layer_module(int(index)):
+        raise ValueError(f"{name!r} is not a module inside a layer")
+    return ".".join([layer_module(new_index(int(index))), *rest])
 
 
 @dataclass(frozen=True)

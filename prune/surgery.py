@@ -9,6 +9,7 @@ the keep-plan, and only then are tensors copied. The input model is never modifi
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from darknet.cfg import Cfg
 from darknet.model import Darknet
 
 from .analysis import ChannelAnalysis
-from .fold import FoldNote, fold_shifts
+from .fold import FoldNote, absorb, fold_shifts
 from .select import KeepPlan
 from .slim_cfg import slim_cfg
 
@@ -88,6 +89,27 @@ def _check_shapes(slim: nn.Module, model: nn.Module, cut: CutPlan) -> None:
                                      f"keep-plan gives {tuple(want)}")
 
 
+TensorValue = Callable[[str, nn.Module, str, torch.Tensor], torch.Tensor]
+
+
+def _copied(name: str, module: nn.Module, tensor_name: str, value: torch.Tensor) -> torch.Tensor:
+    return value.detach().clone()
+
+
+def fill_tensors(target: nn.Module, source: nn.Module, value: TensorValue = _copied) -> None:
+    """Give every parameter and buffer of ``target`` (built on the meta device) a tensor:
+    ``value(module name, source module, tensor name, source tensor)`` of the same-named one
+    in ``source`` (default: a copy). Parameters keep their ``requires_grad``."""
+    old = dict(source.named_modules())
+    for name, module in target.named_modules():
+        src = old[name]
+        for tensor_name, p in list(module.named_parameters(recurse=False)):
+            tensor = value(name, src, tensor_name, getattr(src, tensor_name))
+            setattr(module, tensor_name, nn.Parameter(tensor, requires_grad=p.requires_grad))
+        for tensor_name, _ in list(module.named_buffers(recurse=False)):
+            setattr(module, tensor_name, value(name, src, tensor_name, getattr(src, tensor_name)))
+
+
 def cut_model(model: Darknet, analysis: ChannelAnalysis, plan: KeepPlan,
               fold: bool = True) -> tuple[Darknet, list[FoldNote]]:
     """The slim model for ``plan`` (same device and dtypes as ``model``), and fold notes."""
@@ -97,27 +119,14 @@ def cut_model(model: Darknet, analysis: ChannelAnalysis, plan: KeepPlan,
     _check_shapes(slim, model, cut)
     shifts, notes = fold_shifts(analysis, plan, model) if fold else ({}, [])
 
-    old = dict(model.named_modules())
-    for name, module in slim.named_modules():
-        source = old[name]
-        for tensor_name, p in list(module.named_parameters(recurse=False)):
-            value = _sliced(name, source, tensor_name, getattr(source, tensor_name), cut)
-            setattr(module, tensor_name, nn.Parameter(value, requires_grad=p.requires_grad))
-        for tensor_name, _ in list(module.named_buffers(recurse=False)):
-            value = _sliced(name, source, tensor_name, getattr(source, tensor_name), cut)
-            setattr(module, tensor_name, value)
+    fill_tensors(slim, model, lambda name, source, tensor_name, value:
+                 _sliced(name, source, tensor_name, value, cut))
 
     slim_modules = dict(slim.named_modules())
-    with torch.no_grad():
-        for conv_name, shift in shifts.items():
-            space = analysis.graph.space_of_conv(conv_name)
-            kept = shift[cut.out[conv_name]]
-            if space.bn is not None:
-                mean = slim_modules[space.bn].running_mean
-                mean.sub_(kept.to(mean.device, mean.dtype))
-            else:
-                bias = slim_modules[conv_name].bias
-                bias.add_(kept.to(bias.device, bias.dtype))
+    for conv_name, shift in shifts.items():
+        bn = analysis.graph.space_of_conv(conv_name).bn
+        absorb(slim_modules[conv_name], slim_modules[bn] if bn else None,
+               shift[cut.out[conv_name]])
     slim.header = model.header
     slim.train(model.training)
     return slim, notes
