@@ -6,8 +6,11 @@ Three separate concerns, one module each:
   per section type), ``analysis`` (coupled classes, readable groups);
 * how important they are: ``importance`` (mean |gamma|, optionally per multiply-add),
   ``select`` (pure keep-plan);
-* how to cut: ``slim_cfg`` (the pruned cfg), ``fold`` (removed channels' constants),
-  ``surgery`` (the slim model).
+* how to cut: ``slim_cfg`` (the pruned cfg), ``fold`` (removed channels' and blocks'
+  constants), ``surgery`` (the slim model).
+
+Layer pruning follows the same split: ``blocks`` finds the removable identity-residual
+blocks, scores them (mean |gamma| before the add) and selects; ``block_cut`` cuts them.
 
 ``pipeline`` strings them together for the CLI and other commands.
 """

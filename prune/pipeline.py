@@ -1,6 +1,7 @@
 """The pruning pipeline for callers without the CLI: analyze, score, select, cut, report.
 
     slim, report = prune_model(model, ratio=0.5)          # model: a loaded Darknet
+    slim, report = prune_model(model, ratio=0.5, layers=3)  # 3 blocks first, then channels
     write_pruned(slim, report, "out/")                    # pruned.cfg/.weights/_report.json
     bns = prunable_batchnorms(model, "all")               # where sparse training puts L1
 """
@@ -8,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -22,9 +23,10 @@ from darknet.summary import count_params
 from darknet.weights import write_weights
 
 from .analysis import ChannelAnalysis, Scope, analyze
+from .block_cut import BlockCut, RemovedBlock, prune_blocks
 from .cost import gflops
 from .errors import PruneError
-from .fold import FoldNote
+from .fold import FoldNote, OffsetNote
 from .importance import class_scores
 from .select import DEFAULT_MIN_KEEP, FloorNote, MinKeep, check_plan, select_channels
 from .surgery import cut_model
@@ -63,6 +65,10 @@ class PruneReport:
     layers: tuple[LayerRow, ...]
     floors: tuple[FloorNote, ...]
     folds: tuple[FoldNote, ...]
+    removable_blocks: int  # identity-residual blocks layer pruning may remove
+    removed_blocks: tuple[RemovedBlock, ...]  # dense layer indices and BN names
+    block_folds: tuple[FoldNote, ...]  # convs that absorbed a removed block's act(beta)
+    block_unfolded: tuple[OffsetNote, ...]  # where such a constant could not be folded
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -70,15 +76,16 @@ class PruneReport:
         return d
 
 
-def _layer_rows(dense: Cfg, slim: Cfg) -> tuple[LayerRow, ...]:
+def _layer_rows(before: Cfg, slim: Cfg, blocks: BlockCut) -> tuple[LayerRow, ...]:
+    """Per layer of ``before`` (the layer-pruned cfg): channels before and after ``slim``."""
     rows = []
-    for s, a, b, t in zip(dense.layers, infer_shapes(dense), infer_shapes(slim), slim.layers,
+    for s, a, b, t in zip(before.layers, infer_shapes(before), infer_shapes(slim), slim.layers,
                           strict=True):
-        blocks = isinstance(s, MultiScaleSection)
+        multiscale = isinstance(s, MultiScaleSection)
         rows.append(LayerRow(
-            s.index, s.kind, a.out.c, b.out.c,
-            s.group_width(a.in_channels) if blocks else None,
-            t.group_width(b.in_channels) if blocks else None,
+            blocks.dense_index(s.index), s.kind, a.out.c, b.out.c,
+            s.group_width(a.in_channels) if multiscale else None,
+            t.group_width(b.in_channels) if multiscale else None,
         ))
     return tuple(rows)
 
@@ -93,30 +100,36 @@ def _check_prunable(analysis: ChannelAnalysis, scope: Scope) -> None:
 def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
                 min_keep: MinKeep | str | float = DEFAULT_MIN_KEEP, round_to: int = 1,
                 fold: bool = True, img_size: int | None = None,
-                flops_exponent: float = 0.0) -> tuple[Darknet, PruneReport]:
-    """Remove the least important ``ratio`` of the prunable coupled channels of ``model``.
+                flops_exponent: float = 0.0, layers: int = 0) -> tuple[Darknet, PruneReport]:
+    """Remove the ``layers`` lowest-scored blocks of ``model`` (``prune.blocks``), then the
+    least important ``ratio`` of the prunable coupled channels of what is left.
 
     They are ranked by mean |gamma| per (relative multiply-adds) ** ``flops_exponent``
     (``prune.importance.class_scores``; 0: gamma alone).
 
     ``min_keep`` is a :class:`MinKeep` or its text ("0.1": 10% per layer, "8": 8 channels).
     Returns the slim model (``model`` is not modified) and the report. GFLOPs are counted at
-    ``img_size`` when given (that costs two thop passes).
+    ``img_size`` when given (that costs two thop passes). Every module name and layer index
+    in the report is the dense model's; ``kept`` covers the layers that survive.
     """
     scope = Scope(scope)
     if not isinstance(min_keep, MinKeep):
         min_keep = MinKeep.parse(min_keep)
-    analysis = analyze(model.cfg)
-    _check_prunable(analysis, scope)
+    blocks = prune_blocks(model, layers, fold)
+    base = blocks.model
+    analysis = analyze(base.cfg)
+    if ratio or not layers:
+        _check_prunable(analysis, scope)
     structure = analysis.structure(scope)
-    plan = select_channels(structure, class_scores(analysis, model, flops_exponent), ratio,
+    plan = select_channels(structure, class_scores(analysis, base, flops_exponent), ratio,
                            min_keep, round_to)
     check_plan(structure, plan)
-    slim, folds = cut_model(model, analysis, plan, fold)
+    slim, folds = cut_model(base, analysis, plan, fold)
 
-    modules = dict(model.named_modules())
+    modules = dict(base.named_modules())
     kept = {layer.name: plan.kept_positions(layer.classes).tolist()
             for layer in structure.layers}
+    dense_name = blocks.dense_name
     report = PruneReport(
         ratio=ratio, flops_exponent=flops_exponent, scope=str(scope), min_keep=str(min_keep),
         round_to=round_to,
@@ -128,8 +141,12 @@ def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
         removed_channels=int((~plan.keep).sum()),
         bn_channels_before=sum(modules[n].num_features for n in kept),
         bn_channels_after=sum(len(v) for v in kept.values()),
-        threshold=plan.threshold, kept=kept,
-        layers=_layer_rows(model.cfg, slim.cfg), floors=plan.floors, folds=tuple(folds),
+        threshold=plan.threshold, kept={dense_name(n): v for n, v in kept.items()},
+        layers=_layer_rows(base.cfg, slim.cfg, blocks),
+        floors=tuple(replace(f, layer=dense_name(f.layer)) for f in plan.floors),
+        folds=tuple(replace(f, conv=dense_name(f.conv)) for f in folds),
+        removable_blocks=blocks.removable, removed_blocks=blocks.removed,
+        block_folds=blocks.folds, block_unfolded=blocks.unfolded,
     )
     return slim, report
 
