@@ -2,7 +2,8 @@
 
 import json
 
-HELP = "show the groups of coupled channels of a cfg and whether each may be pruned"
+HELP = ("show the groups of coupled channels of a cfg, whether each may be pruned, and the "
+        "blocks layer pruning may remove")
 DESCRIPTION = """Read a Darknet .cfg and print its groups of coupled channels: channels that an
 element-wise add ties together (shortcuts, the Res2Net identity residual and cumulative
 adds) and that pruning must therefore keep or remove together. Each group lists its members
@@ -12,14 +13,24 @@ alone) or not at all (no BatchNorm gamma, or read by a [yolo] head). Then the sp
 equal widths: every [res2net]/[triangle] block keeps one width for all its groups, and a
 [route] with groups= keeps its chunks equally wide.
 
+Last, the blocks `main.py prune --layers N` may remove: every identity-residual [res2net]
+block and every Darknet residual unit (a linear [shortcut] from=-3 after two convs only it
+reads). With --weights (or --random-gammas) each gets its score, the mean |gamma| of the
+BatchNorm right before its add; --layers N removes the N lowest.
+
 example:
   python main.py analyze --cfg cfgs/res2net-yolov3.cfg
+  python main.py analyze --cfg cfgs/demo.cfg --weights sparse.weights
   python main.py analyze --cfg tests/cfgs/tiny-res2net.cfg --json"""
 
 
 def add_arguments(p):
     p.add_argument("--cfg", required=True, help="Darknet .cfg file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", help="Darknet .weights: score the removable blocks")
+    src.add_argument("--random-gammas", type=int, metavar="SEED",
+                     help="score the blocks on a random init with gammas ~ U(0, 1)")
 
 
 def _prunable(group) -> str:
@@ -35,7 +46,21 @@ def _member(space, start, size) -> dict:
             "bn": space.bn, "conv": space.conv, "channels": [start, start + size]}
 
 
-def as_dict(analysis) -> dict:
+def blocks_list(blocks, scores=None) -> list[dict]:
+    """Per removable block: where it is, its ``score`` and ``order`` (1: removed first), the
+    last two None without scores."""
+    from prune.blocks import removal_order
+
+    order = [None] * len(blocks)
+    if scores is not None:
+        for position, i in enumerate(removal_order(scores), start=1):
+            order[i] = position
+    return [{"layer": b.layer, "kind": b.kind, "layers": list(b.layers), "bn": b.bn,
+             "score": None if scores is None else float(scores[i]), "order": order[i]}
+            for i, b in enumerate(blocks)]
+
+
+def as_dict(analysis, blocks: list[dict]) -> dict:
     from prune import Scope
 
     graph = analysis.graph
@@ -56,11 +81,26 @@ def as_dict(analysis) -> dict:
              "part_widths": [len(graph.tensors[t]) for t in c.parts]}
             for c in graph.same_width
         ],
+        "blocks": blocks,
     }
 
 
-def text(analysis) -> str:
-    d = as_dict(analysis)
+def _block_lines(blocks: list[dict]) -> list[str]:
+    if not blocks:
+        return ["", "Removable blocks (prune --layers): none."]
+    scored = blocks[0]["score"] is not None
+    how = ("score = mean |gamma| of the BN before the add; --layers N removes orders 1..N"
+           if scored else "pass --weights to see their scores")
+    lines = ["", f"Removable blocks (prune --layers): {len(blocks)}; {how}:"]
+    for b in blocks:
+        score = f", score {b['score']:.4g}, order {b['order']}" if scored else ""
+        lines.append(f"    layer {b['layer']} [{b['kind']}] layers "
+                     f"{', '.join(map(str, b['layers']))} ({b['bn']}{score})")
+    return lines
+
+
+def text(analysis, blocks: list[dict]) -> str:
+    d = as_dict(analysis, blocks)
     lines = [
         f"{d['cfg']}: {d['channels']} produced channels; adds tie them into "
         f"{d['coupled_channels']} coupled channels "
@@ -81,13 +121,32 @@ def text(analysis) -> str:
             widths = sorted(set(c["part_widths"]))
             lines.append(f"    layer {c['layer']}: {c['rule']}: {len(c['part_widths'])} parts "
                          f"of {', '.join(map(str, widths))} channels")
-    return "\n".join(lines)
+    return "\n".join(lines + _block_lines(blocks))
+
+
+def _scores(args, cfg, blocks):
+    if args.weights is None and args.random_gammas is None:
+        return None
+    from darknet import Darknet
+    from prune.blocks import block_scores
+    from prune.importance import randomize_gammas
+
+    model = Darknet(cfg)
+    if args.weights:
+        model.load_weights(args.weights)
+    else:
+        randomize_gammas(model, args.random_gammas)
+    return block_scores(model, blocks)
 
 
 def run(args) -> int:
     from darknet import parse_cfg
     from prune import analyze
+    from prune.blocks import find_blocks
 
-    analysis = analyze(parse_cfg(args.cfg))
-    print(json.dumps(as_dict(analysis)) if args.json else text(analysis))
+    cfg = parse_cfg(args.cfg)
+    analysis = analyze(cfg)
+    found = find_blocks(cfg, analysis.graph)
+    blocks = blocks_list(found, _scores(args, cfg, found))
+    print(json.dumps(as_dict(analysis, blocks)) if args.json else text(analysis, blocks))
     return 0

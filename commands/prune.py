@@ -1,20 +1,32 @@
 """`main.py prune`: remove the least important coupled channels, write a slim cfg + weights."""
 
-HELP = "prune channels by BN gamma (Res2Net-aware); write pruned.cfg/.weights and a report"
-DESCRIPTION = """Rank every prunable channel by |gamma| (a coupled group by the mean over its
+HELP = ("prune blocks and channels by BN gamma (Res2Net-aware); write pruned.cfg/.weights and "
+        "a report")
+DESCRIPTION = """With --layers N, first remove the N least important identity-residual blocks:
+[res2net] blocks and Darknet residual units (a [shortcut] from=-3, linear, after two convs
+only it reads, as in yolov3). A block's score is the mean |gamma| of the BatchNorm right
+before its add (bn3 of a [res2net], the unit's last conv BN); the N lowest go (main.py
+analyze lists the blocks and scores), every route and shortcut index is renumbered, and what
+a removed branch still adds, act(beta) of that BN, is folded into the convs that read it.
+
+Then rank every prunable channel by |gamma| (a coupled group by the mean over its
 BatchNorms) over (its multiply-adds)^--flops-exponent, remove the lowest --ratio fraction,
 and write DIR/pruned.cfg, DIR/pruned.weights and DIR/prune_report.json. Res2Net and
 Triangle blocks keep one width for all their groups; residual chains are pruned as one group
 (--scope all) or left alone (--scope inner). Every layer keeps at least --min-keep channels;
 a removed channel's constant output act(beta) is folded into the layers that read it. The
-slim model computes what the dense model computes with the removed channels' gammas set to
-zero (exactly where those betas are zero).
+slim model computes what the dense model computes with the removed blocks' pre-add gammas
+and the removed channels' gammas set to zero (exactly where those betas are zero).
 
-The report's "kept" maps each BatchNorm (its module name in Darknet) to its kept channels.
+The report's "kept" maps each BatchNorm (its module name in the dense model) of the layers
+that survive to its kept channels; "removed_blocks" lists the removed blocks (dense layer
+indices, the scored BatchNorm, the score).
 
 example:
   python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --ratio 0.5 --out pruned/
-  python main.py prune --cfg cfgs/res2net-yolov3.cfg --random-gammas 0 --ratio 0.5 --out /tmp/p"""
+  python main.py prune --cfg cfgs/res2net-yolov3.cfg --random-gammas 0 --ratio 0.5 --out /tmp/p
+  python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --layers 3 --ratio 0.5 \\
+      --out pruned/"""
 
 
 # Measured on the demo (README, "The demo, measured"): at --ratio 0.5, E = 0 keeps 38% of the
@@ -29,8 +41,12 @@ def add_arguments(p):
     src.add_argument("--weights", help="Darknet .weights (sparse-trained for best results)")
     src.add_argument("--random-gammas", type=int, metavar="SEED",
                      help="no weights: random init with gammas ~ U(0, 1) (demos, benchmarks)")
-    p.add_argument("--ratio", type=float, required=True,
-                   help="fraction of the prunable (coupled) channels to remove, in [0, 1)")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="fraction of the prunable (coupled) channels to remove, in [0, 1) "
+                        "(default: 0 with --layers; one of the two is needed)")
+    p.add_argument("--layers", type=int, default=0, metavar="N",
+                   help="first remove the N blocks whose BN before the add has the lowest "
+                        "mean |gamma| (default: 0)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--flops-exponent", type=float, default=FLOPS_EXPONENT, metavar="E",
                    help="rank channels by mean |gamma| / (their multiply-adds)^E, E in [0, 1]: "
@@ -60,8 +76,24 @@ def table(report) -> str:
     return "\n".join(lines)
 
 
+def block_lines(report) -> list[str]:
+    if not report.removed_blocks:
+        return []
+    lines = [f"removed {len(report.removed_blocks)} of {report.removable_blocks} removable "
+             "blocks (lowest mean |gamma| of the BN before the add):"]
+    lines += [f"    layer {b.layer} [{b.kind}] layers {', '.join(map(str, b.layers))} "
+              f"({b.bn}, score {b.score:.4g})" for b in report.removed_blocks]
+    if report.block_folds:
+        approx = sum(not n.exact for n in report.block_folds)
+        lines.append(f"folded the removed blocks' act(beta) into {len(report.block_folds)} "
+                     f"convs ({approx} of them kxk with padding: exact away from the border)")
+    lines += [f"not folded: a removed block's constant (up to {n.max_offset:.3g}) meets {n.where}"
+              for n in report.block_unfolded]
+    return lines
+
+
 def summary(report) -> str:
-    lines = []
+    lines = block_lines(report)
     for f in report.floors:
         lines.append(f"floor: {f.layer}: the ratio would keep {f.wanted} of {f.size} channels; "
                      f"kept {f.kept} (--min-keep {report.min_keep})")
@@ -91,8 +123,13 @@ def run(args) -> int:
     from prune.pipeline import pruned_files
     from prune.select import MinKeep
 
-    if not 0.0 <= args.ratio < 1.0:
-        raise PruneError(f"--ratio must be in [0, 1), got {args.ratio:g}")
+    if args.ratio is None and not args.layers:
+        raise PruneError("give --ratio (channels), --layers (blocks) or both")
+    ratio = 0.0 if args.ratio is None else args.ratio
+    if not 0.0 <= ratio < 1.0:
+        raise PruneError(f"--ratio must be in [0, 1), got {ratio:g}")
+    if args.layers < 0:
+        raise PruneError(f"--layers must be >= 0, got {args.layers}")
     min_keep = MinKeep.parse(args.min_keep)
     if not 0.0 <= args.flops_exponent <= 1.0:
         raise PruneError(f"--flops-exponent must be in [0, 1], got {args.flops_exponent:g}")
@@ -109,9 +146,9 @@ def run(args) -> int:
         model.load_weights(args.weights)
     else:
         randomize_gammas(model, args.random_gammas)
-    slim, report = prune_model(model, args.ratio, args.scope, min_keep, args.round_to,
+    slim, report = prune_model(model, ratio, args.scope, min_keep, args.round_to,
                                fold=not args.no_fold, img_size=args.img_size or cfg.net.height,
-                               flops_exponent=args.flops_exponent)
+                               flops_exponent=args.flops_exponent, layers=args.layers)
     files = write_pruned(slim, report, args.out, inputs)
     print(table(report))
     print(summary(report))
