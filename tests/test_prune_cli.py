@@ -152,3 +152,58 @@ def test_cli_floor_is_the_library_default():
     from prune.select import DEFAULT_MIN_KEEP, MinKeep
 
     assert MinKeep.parse(MIN_KEEP) == DEFAULT_MIN_KEEP
+
+
+# ---------------------------------------------------------------- layer pruning
+
+def test_analyze_lists_the_removable_blocks_without_scores(capsys):
+    code, out, _ = run(["analyze", "--cfg", TINY], capsys)
+    assert code == 0
+    assert "Removable blocks (prune --layers): 3; pass --weights to see their scores:" in out
+    assert "    layer 4 [res2net] layers 4 (layers.4.bn3)\n" in out
+    code, out, _ = run(["analyze", "--cfg", TINY, "--json"], capsys)
+    blocks = json.loads(out)["blocks"]
+    assert [(b["layer"], b["bn"], b["score"], b["order"]) for b in blocks] == [
+        (2, "layers.2.bn3", None, None), (4, "layers.4.bn3", None, None),
+        (5, "layers.5.bn3", None, None)]
+
+
+def test_prune_layers_removes_what_analyze_ranks_first(tmp_path, weights, capsys):
+    code, out, _ = run(["analyze", "--cfg", TINY, "--weights", weights, "--json"], capsys)
+    ranked = sorted(json.loads(out)["blocks"], key=lambda b: b["order"])
+    code, out, _ = run(["prune", "--cfg", TINY, "--weights", weights, "--layers", "2",
+                        "--ratio", "0.3", "--out", tmp_path / "o"], capsys)
+    assert code == 0 and "removed 2 of 3 removable blocks" in out
+    report = json.loads((tmp_path / "o" / "prune_report.json").read_text())
+    assert report["removable_blocks"] == 3
+    assert [{k: b[k] for k in ("layer", "layers", "bn", "score")}
+            for b in report["removed_blocks"]] == sorted(
+        ({k: b[k] for k in ("layer", "layers", "bn", "score")} for b in ranked[:2]),
+        key=lambda b: b["layer"])
+    dense = Darknet(TINY)
+    gone = tuple(f"layers.{j}." for b in report["removed_blocks"] for j in b["layers"])
+    bns = {n for n, m in dense.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert set(report["kept"]) == {n for n in bns if not n.startswith(gone)}
+    slim = Darknet(tmp_path / "o" / "pruned.cfg")
+    slim.load_weights(tmp_path / "o" / "pruned.weights")
+    assert len(slim.cfg.layers) == len(dense.cfg.layers) - 2
+    assert sum(p.numel() for p in slim.parameters()) == report["params_after"]
+
+
+def test_prune_layers_alone(tmp_path, capsys):
+    code, out, _ = run(["prune", "--cfg", TINY, "--random-gammas", "0", "--layers", "1",
+                        "--out", tmp_path], capsys)
+    report = json.loads((tmp_path / "prune_report.json").read_text())
+    assert code == 0 and report["ratio"] == 0 and report["removed_channels"] == 0
+    assert len(report["removed_blocks"]) == 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "error: give --ratio (channels), --layers (blocks) or both"),
+    (["--layers", "4"], "error: --layers 4 is more than the 3 removable blocks of "),
+    (["--layers", "-1", "--ratio", "0.5"], "error: --layers must be >= 0, got -1")])
+def test_bad_layers(tmp_path, capsys, argv, message):
+    code, _, err = run(["prune", "--cfg", TINY, "--random-gammas", "0", *argv,
+                        "--out", tmp_path / "o"], capsys)
+    assert code == 2 and err.startswith(message) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -1,7 +1,11 @@
 """Property: for random small cfgs, prune -> write -> reload keeps the contract.
 
+Channels: the reloaded model equals the masked dense model. Blocks (``--layers``, with or
+without channels): it equals the dense model with the removed blocks' pre-add BN zeroed.
+
 Cfgs mix conv (with and without BN, 1x1/3x3, stride 1/2), [res2net], [triangle], [shortcut],
-[route] (concat and groups/group_id), [upsample], [maxpool] and [yolo] heads. Each example is
+Darknet residual units (1x1, kxk, ``[shortcut] from=-3``), [route] (concat and
+groups/group_id), [upsample], [maxpool] and [yolo] heads. Each example is
 pruned at a random ratio/scope/floor/rounding, written, reloaded through ``Darknet(...)``,
 and the reloaded model must equal the masked dense model (removed betas zero).
 """
@@ -12,13 +16,16 @@ import tempfile
 from dataclasses import dataclass
 
 import hypothesis.strategies as st
+import pytest
 import torch
-from conftest import randomize_bn
+from conftest import calibrate, randomize_bn
 from hypothesis import HealthCheck, given, settings
+from test_prune_blocks import assert_same_outputs, zero_blocks, zero_channels
 from test_prune_contract import assert_outputs_close, raw, removed_masks, spread_gammas
 
 from darknet import Darknet, parse_cfg_text
 from prune import PruneError, analyze, prune_model, write_pruned
+from prune.blocks import find_blocks
 
 IMG = 16
 HEAD = 18  # 3 anchors x (1 class + 5)
@@ -37,8 +44,22 @@ def _head(lines: list[str], outs: list[Out]) -> None:
     outs += [Out(HEAD, outs[-1].h), Out(HEAD, outs[-1].h, yolo=True)]
 
 
+KINDS = ("conv", "conv", "res2net", "triangle", "shortcut", "unit", "route", "route_groups",
+         "upsample", "maxpool", "yolo")
+
+
+def written_and_reloaded(slim: Darknet, report) -> Darknet:
+    """``slim`` through pruned.cfg / pruned.weights and back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_pruned(slim, report, tmp)
+        reloaded = Darknet(files.cfg)
+        reloaded.load_weights(files.weights)
+    return reloaded
+
+
 @st.composite
-def random_cfgs(draw) -> str:
+def random_cfgs(draw, kinds: tuple[str, ...] = KINDS) -> str:
+    """A random cfg text, its layers drawn from ``kinds`` (a kind twice: twice as likely)."""
     lines = ["[net]", f"width={IMG}", f"height={IMG}", "channels=3", ""]
     outs: list[Out] = []
 
@@ -55,8 +76,7 @@ def random_cfgs(draw) -> str:
             lines += ["[route]", f"layers={back}", ""]
             outs.append(outs[back])
         last = outs[-1]
-        kind = draw(st.sampled_from(["conv", "conv", "res2net", "triangle", "shortcut",
-                                     "route", "route_groups", "upsample", "maxpool", "yolo"]))
+        kind = draw(st.sampled_from(kinds))
         same_h = [i for i, o in enumerate(outs) if o.h == last.h and not o.yolo]
         if kind == "conv":
             stride = draw(st.sampled_from([1, 2])) if last.h >= 4 else 1
@@ -67,6 +87,12 @@ def random_cfgs(draw) -> str:
             width, scale = draw(st.integers(1, 3)), draw(st.integers(1, 4))
             lines += [f"[{kind}]", f"width={width}", f"scale={scale}", ""]
             outs.append(Out(last.c if kind == "res2net" else width * scale, last.h))
+        elif kind == "unit":  # squeeze, back to the width, add (linear: a removable unit)
+            conv(draw(st.integers(1, 6)), 1, 1, True, "leaky")
+            conv(last.c, draw(st.sampled_from([1, 3])), 1, True, "leaky")
+            act = draw(st.sampled_from(["linear", "linear", "leaky"]))
+            lines += ["[shortcut]", "from=-3", f"activation={act}", ""]
+            outs.append(last)
         elif kind == "shortcut":
             mates = [i for i in same_h[:-1] if outs[i].c == last.c]
             if not mates:
@@ -129,10 +155,7 @@ def test_prune_write_reload_equals_masked(text, seed, ratio, scope, min_keep, ro
             bn.bias[mask] = 0
     slim, report = prune_model(model, **args)
     assert report.kept == first.kept
-    with tempfile.TemporaryDirectory() as tmp:
-        files = write_pruned(slim, report, tmp)
-        reloaded = Darknet(files.cfg)
-        reloaded.load_weights(files.weights)
+    reloaded = written_and_reloaded(slim, report)
     x = torch.randn(2, 3, IMG, IMG)
     out = raw(reloaded, x)
     with torch.no_grad():
@@ -142,3 +165,45 @@ def test_prune_write_reload_equals_masked(text, seed, ratio, scope, min_keep, ro
     # The plan itself: every BN keeps something; the slim model is no bigger.
     assert all(len(idx) > 0 for idx in report.kept.values())
     assert report.params_after <= report.params_before
+
+
+# Blocks and the routes and shortcuts that read them, more often than above.
+BLOCK_KINDS = ("conv", "res2net", "res2net", "unit", "unit", "route", "shortcut", "upsample",
+               "maxpool", "yolo")
+
+
+def _prune_blocks_and_channels(model, layers, ratio):
+    try:
+        return prune_model(model, ratio, layers=layers)
+    except PruneError as e:  # the blocks took the last prunable channels with them
+        assert "nothing to prune" in str(e)
+        return prune_model(model, 0.0, layers=layers)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=random_cfgs(BLOCK_KINDS), seed=st.integers(0, 2**16), data=st.data())
+def test_layer_prune_write_reload_equals_zeroed_dense(text, seed, data):
+    """Remove a random number of the blocks found (then maybe channels): the reloaded slim
+    model equals the dense one with the removed blocks' pre-add BN and channels zeroed."""
+    cfg = parse_cfg_text(text, "random.cfg")
+    blocks = find_blocks(cfg)
+    model = calibrate(spread_gammas(randomize_bn(Darknet(cfg), seed), seed), IMG, seed).eval()
+    with pytest.raises(PruneError, match=f"--layers {len(blocks) + 1} is more than the "
+                                         f"{len(blocks)} removable blocks"):
+        prune_model(model, 0.0, layers=len(blocks) + 1)
+    layers = data.draw(st.integers(0, len(blocks)), label="layers")
+    ratio = data.draw(st.sampled_from([0.0, 0.0, 0.5]), label="ratio")
+
+    _, first = _prune_blocks_and_channels(model, layers, ratio)
+    zero_blocks(model, first)
+    zero_channels(model, first.kept, "bias")
+    slim, report = _prune_blocks_and_channels(model, layers, ratio)
+    assert [b.layers for b in report.removed_blocks] == [b.layers for b in first.removed_blocks]
+    assert report.kept == first.kept
+    reloaded = written_and_reloaded(slim, report)
+    x = torch.randn(2, 3, IMG, IMG)
+    out = raw(reloaded, x)
+    zero_channels(model, report.kept, "weight")
+    assert_same_outputs(out, raw(model, x))
+    removed = sum(len(b.layers) for b in report.removed_blocks)
+    assert len(reloaded.cfg.layers) == len(cfg.layers) - removed
