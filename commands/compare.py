@@ -8,7 +8,8 @@ One row per model: mAP@.5, mAP@.5:.95, parameters, GFLOPs, CPU latency at batch 
 --runs passes after warm-up, every model in the same --runtime form; NMS excluded and reported
 separately, at score > 0.25), the .weights file size, and ratios to the first model (put the
 dense one first).
-With --out, writes compare.md, compare.json and compare.png (mAP@.5 against GFLOPs).
+With --out, writes compare.md, compare.json and compare.png (mAP@.5 and mAP@.5:.95
+against GFLOPs and against latency, the first model as reference lines).
 
 example:
   python main.py compare --model dense=cfgs/demo.cfg,runs/train/best.weights \\

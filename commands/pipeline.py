@@ -15,8 +15,10 @@ DESCRIPTION = """Run every step of the slimming workflow as the same `main.py` c
 would type (each is printed before it runs), each stage in its own folder under --out:
 
   dense/     main.py train      dense model                  (best.weights)
-  sparse/    main.py sparse     L1 on prunable gammas        (last.weights, gamma_hist.png)
-  prune/     main.py prune      --ratio of channels removed  (pruned.cfg, pruned.weights)
+  sparse/    main.py sparse     L1 on prunable gammas        (last.weights, gamma_hist.png
+                                                               with the --ratio cut marked)
+  prune/     main.py prune      --ratio of channels removed  (pruned.cfg, pruned.weights,
+                                                               prune_report.json/.png)
   finetune/  main.py finetune   the slim model recovers      (best.weights)
   compare/   main.py compare    dense, sparse, pruned, finetuned (compare.md/.json/.png)
 
@@ -108,7 +110,8 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
                 "--out", str(p.dense), *common, *device]
     if stage == "sparse":
         return ["sparse", "--cfg", dense_cfg, "--weights", str(p.dense / "best.weights"),
-                "--s", str(args.s), "--scope", args.scope, *_epochs(args.sparse_epochs),
+                "--s", str(args.s), "--scope", args.scope, "--prune-ratio", str(args.ratio),
+                *_epochs(args.sparse_epochs),
                 "--out", str(p.sparse), *common, *device]
     if stage == "prune":
         return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / "last.weights"),

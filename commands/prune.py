@@ -11,7 +11,8 @@ a removed branch still adds, act(beta) of that BN, is folded into the convs that
 
 Then rank every prunable channel by |gamma| (a coupled group by the mean over its
 BatchNorms) over (its multiply-adds)^--flops-exponent, remove the lowest --ratio fraction,
-and write DIR/pruned.cfg, DIR/pruned.weights and DIR/prune_report.json. Res2Net and
+and write DIR/pruned.cfg, DIR/pruned.weights, DIR/prune_report.json and DIR/prune_report.png
+(kept against original channels per prunable layer, residual chains marked). Res2Net and
 Triangle blocks keep one width for all their groups; residual chains are pruned as one group
 (--scope all) or left alone (--scope inner). Every layer keeps at least --min-keep channels;
 a removed channel's constant output act(beta) is folded into the layers that read it. The
@@ -20,7 +21,9 @@ and the removed channels' gammas set to zero (exactly where those betas are zero
 
 The report's "kept" maps each BatchNorm (its module name in the dense model) of the layers
 that survive to its kept channels; "removed_blocks" lists the removed blocks (dense layer
-indices, the scored BatchNorm, the score).
+indices, the scored BatchNorm, the score); its "layers" rows give per cfg layer the output
+channels (and a block's group width and scale) before and after, whether --scope lets the
+pruner cut it, and the residual chain it is on (named by the chain's first layer).
 
 example:
   python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --ratio 0.5 --out pruned/
@@ -152,5 +155,6 @@ def run(args) -> int:
     files = write_pruned(slim, report, args.out, inputs)
     print(table(report))
     print(summary(report))
-    print(f"wrote {files.cfg}, {files.weights}, {files.report}")
+    chart = f", {files.chart}" if files.chart.exists() else ""
+    print(f"wrote {files.cfg}, {files.weights}, {files.report}{chart}")
     return 0

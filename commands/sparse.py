@@ -10,12 +10,14 @@ backward pass, s * sign(gamma) is added to the gradient of every BatchNorm weigh
 pruning analyzer marks prunable for --scope (BNs feeding a [yolo] head, or on residual chains
 under --scope inner, get no penalty). Everything else is `main.py train`: same engine, same
 flags, same files in --out, plus:
-  gamma_hist.png    |gamma| distribution of the prunable BNs, one curve per epoch
+  gamma_hist.png    |gamma| distribution of the prunable BNs per epoch (a legend names the
+                    epochs drawn), with a line where a cut at --prune-ratio would fall
   gamma_stats.json  the same numbers, with the fraction of |gamma| below --gamma-threshold
+                    and that cut's |gamma|
 
 Choosing s: watch gamma_hist.png and the gamma_below column of results.csv. The model is
 ready to prune at ratio r when about a fraction r of the gammas has collapsed towards zero
-(a second peak at the left of the plot) while mAP is still close to the dense model's. Too
+(a second peak left of the --prune-ratio line) while mAP is still close to the dense model's. Too
 little sparsity: raise --s or train longer; mAP falling away: lower --s or use
 --s-schedule decay so the last epochs recover.
 
@@ -46,6 +48,9 @@ def add_arguments(p) -> None:
                         "groups, 'inner' leaves them alone (default: all)")
     g.add_argument("--gamma-threshold", type=float, default=0.01,
                    help="|gamma| below this counts as pruned-ready in the stats (default: 0.01)")
+    g.add_argument("--prune-ratio", type=float, default=0.5, metavar="R",
+                   help="only draws the line in gamma_hist.png: the |gamma| quantile at R, "
+                        "about where `prune --ratio R` would cut (default: 0.5)")
 
 
 def run(args) -> int:
@@ -64,5 +69,5 @@ def run(args) -> int:
                                     args.s_final_frac)
     except ValueError as e:
         raise UserError(str(e)) from None
-    hook = SparsityHook(schedule, args.scope, args.gamma_threshold)
+    hook = SparsityHook(schedule, args.scope, args.gamma_threshold, args.prune_ratio)
     return train_cmd.train(args, hooks=[hook], default_out=DEFAULT_OUT)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+import charts
 from common.errors import UserError
 from common.io import atomic_write_text
-from common.plot import plot_scatter
 from darknet import Darknet, parse_cfg
 from darknet.summary import count_gflops, count_params
 from evaluation import postprocess
@@ -146,12 +146,11 @@ def write_report(rows: Sequence[Row], img_size: int, runtime: str,
                  out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     paths = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
+    report = {"img_size": img_size, "runtime": runtime, "threads": torch.get_num_threads(),
+              "reference": rows[0].name,
+              "models": [{**asdict(r), "ratios": q}
+                         for r, q in zip(rows, ratios(rows), strict=True)]}
     atomic_write_text(paths["md"], format_markdown(rows, img_size, runtime))
-    atomic_write_text(paths["json"], json.dumps(
-        {"img_size": img_size, "runtime": runtime, "threads": torch.get_num_threads(),
-         "reference": rows[0].name,
-         "models": [{**asdict(r), "ratios": q} for r, q in zip(rows, ratios(rows), strict=True)]},
-        indent=2) + "\n")
-    plot_scatter(paths["png"], [(r.name, r.gflops, r.map50) for r in rows],
-                 title=f"mAP@.5 vs GFLOPs at {img_size} px", xlabel="GFLOPs", ylabel="mAP@.5")
+    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
+    charts.write_chart(paths["png"], "compare", report)  # mAP against GFLOPs and latency
     return paths

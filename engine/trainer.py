@@ -12,6 +12,7 @@ atomically, the checkpoint last):
   primary metric, which also rewards tight boxes -- what pruning must preserve;
 * ``results.json`` / ``results.csv`` -- one row per epoch: loss and its components, lr,
   images/s, mAP@.5, mAP@.5:.95 (empty on epochs skipped by ``eval_interval``);
+* ``results.png`` -- those curves (``charts.results``; a drawing failure is one warning line);
 * ``last.pt`` -- the resumable checkpoint (``engine.checkpoint``).
 
 A non-finite loss stops the run with ``NonFiniteLossError`` before anything of that epoch
@@ -37,6 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import charts
 from common.errors import UserError
 from common.io import atomic_write_text
 from darknet import Darknet, WeightsHeader
@@ -430,6 +432,7 @@ class Trainer:
         for row in self.history:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         atomic_write_text(self.out_dir / "results.csv", buf.getvalue())
+        charts.write_chart(self.out_dir / "results.png", "results", self.history)
 
     def _summary(self, m: dict[str, Any]) -> str:
         text = (f"epoch {m['epoch']}/{self.config.epochs}  loss {m['loss']:.4f} "

@@ -2,7 +2,7 @@
 
     slim, report = prune_model(model, ratio=0.5)          # model: a loaded Darknet
     slim, report = prune_model(model, ratio=0.5, layers=3)  # 3 blocks first, then channels
-    write_pruned(slim, report, "out/")                    # pruned.cfg/.weights/_report.json
+    write_pruned(slim, report, "out/")                    # pruned.cfg/.weights/_report.json/.png
     bns = prunable_batchnorms(model, "all")               # where sparse training puts L1
 """
 
@@ -12,8 +12,10 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
+import charts
 from common.io import write_together
 from darknet.cfg import Cfg, format_cfg
 from darknet.model import Darknet
@@ -32,6 +34,7 @@ from .select import DEFAULT_MIN_KEEP, FloorNote, MinKeep, check_plan, select_cha
 from .surgery import cut_model
 
 PRUNED_CFG, PRUNED_WEIGHTS, PRUNE_REPORT = "pruned.cfg", "pruned.weights", "prune_report.json"
+PRUNE_CHART = "prune_report.png"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class LayerRow:
     out_after: int
     width_before: int | None  # group width of a [res2net]/[triangle] block
     width_after: int | None
+    scale: int | None  # its number of groups
+    prunable: bool  # the scope lets the pruner remove some of this layer's own BN channels
+    chain: int | None  # on a residual chain: the index of the chain's first layer
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,35 @@ class PruneReport:
         return d
 
 
-def _layer_rows(before: Cfg, slim: Cfg, blocks: BlockCut) -> tuple[LayerRow, ...]:
-    """Per layer of ``before`` (the layer-pruned cfg): channels before and after ``slim``."""
+def _layer_roles(analysis: ChannelAnalysis,
+                 scope: Scope) -> tuple[dict[int, bool], dict[int, int]]:
+    """Per layer index: has it prunable BN channels; the chain its residual channels are on.
+
+    A chain is named by its first layer: the lowest layer index among the spaces that share
+    a residual class (for a Res2Net stage, the stage conv before its blocks).
+    """
+    ok = analysis.prunable(scope)
+    first = np.full(analysis.num_classes, np.iinfo(np.int64).max)
+    spaces = [s for s in analysis.graph.spaces if s.bn is not None]
+    for s in spaces:
+        np.minimum.at(first, analysis.classes_of_space(s), s.layer_index)
+    prunable: dict[int, bool] = {}
+    chain: dict[int, int] = {}
+    for s in spaces:
+        classes = analysis.classes_of_space(s)
+        prunable[s.layer_index] = prunable.get(s.layer_index, False) or bool(ok[classes].any())
+        residual = classes[analysis.residual[classes]]
+        if residual.size:
+            chain[s.layer_index] = int(first[residual].min())
+    return prunable, chain
+
+
+def _layer_rows(analysis: ChannelAnalysis, scope: Scope, slim: Cfg,
+                blocks: BlockCut) -> tuple[LayerRow, ...]:
+    """Per layer of ``analysis.cfg`` (the layer-pruned cfg): channels before and after
+    ``slim``, by dense layer index."""
+    before = analysis.cfg
+    prunable, chain = _layer_roles(analysis, scope)
     rows = []
     for s, a, b, t in zip(before.layers, infer_shapes(before), infer_shapes(slim), slim.layers,
                           strict=True):
@@ -86,6 +119,9 @@ def _layer_rows(before: Cfg, slim: Cfg, blocks: BlockCut) -> tuple[LayerRow, ...
             blocks.dense_index(s.index), s.kind, a.out.c, b.out.c,
             s.group_width(a.in_channels) if multiscale else None,
             t.group_width(b.in_channels) if multiscale else None,
+            s.scale if multiscale else None,
+            prunable.get(s.index, False),
+            blocks.dense_index(chain[s.index]) if s.index in chain else None,
         ))
     return tuple(rows)
 
@@ -142,7 +178,7 @@ def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
         bn_channels_before=sum(modules[n].num_features for n in kept),
         bn_channels_after=sum(len(v) for v in kept.values()),
         threshold=plan.threshold, kept={dense_name(n): v for n, v in kept.items()},
-        layers=_layer_rows(base.cfg, slim.cfg, blocks),
+        layers=_layer_rows(analysis, scope, slim.cfg, blocks),
         floors=tuple(replace(f, layer=dense_name(f.layer)) for f in plan.floors),
         folds=tuple(replace(f, conv=dense_name(f.conv)) for f in folds),
         removable_blocks=blocks.removable, removed_blocks=blocks.removed,
@@ -170,14 +206,16 @@ class PrunedFiles:
     cfg: Path
     weights: Path
     report: Path
+    chart: Path  # absent when it could not be drawn (a warning on the ``charts`` logger)
 
 
 def pruned_files(out_dir: str | Path, inputs: tuple[str | Path, ...] = ()) -> PrunedFiles:
     """Where :func:`write_pruned` writes; raises if that would overwrite one of ``inputs``."""
     out_dir = Path(out_dir)
-    files = PrunedFiles(out_dir / PRUNED_CFG, out_dir / PRUNED_WEIGHTS, out_dir / PRUNE_REPORT)
+    files = PrunedFiles(out_dir / PRUNED_CFG, out_dir / PRUNED_WEIGHTS, out_dir / PRUNE_REPORT,
+                        out_dir / PRUNE_CHART)
     sources = {Path(p).resolve() for p in inputs}
-    for target in (files.cfg, files.weights, files.report):
+    for target in (files.cfg, files.weights, files.report, files.chart):
         if target.resolve() in sources:
             raise PruneError(f"--out {out_dir} would overwrite the input {target}; "
                              "choose another folder")
@@ -188,11 +226,14 @@ def pruned_files(out_dir: str | Path, inputs: tuple[str | Path, ...] = ()) -> Pr
 
 def write_pruned(slim: Darknet, report: PruneReport, out_dir: str | Path,
                  inputs: tuple[str | Path, ...] = ()) -> PrunedFiles:
-    """Write ``pruned.cfg``, ``pruned.weights`` and ``prune_report.json``, all or nothing.
+    """Write ``pruned.cfg``, ``pruned.weights``, ``prune_report.json`` and
+    ``prune_report.png``, all or nothing.
 
-    The three belong together (the weights fit this cfg only), so they are written with
-    ``common.io.write_together``: each into a temporary file first, and only when all three
-    are complete renamed into place, ``pruned.cfg`` removed first and renamed last. Hence:
+    They belong together (the weights fit this cfg only), so they are written with
+    ``common.io.write_together``: each into a temporary file first, and only when all are
+    complete renamed into place, ``pruned.cfg`` removed first and renamed last. The chart
+    (``charts.prune_report``) is drawn before anything is written; if it cannot be drawn
+    (one warning line) the set is written without it and an older chart is removed. Hence:
 
     * a failed write (full disk, read-only folder) changes nothing: an earlier prune's files
       stay as they were, and still load together;
@@ -203,9 +244,14 @@ def write_pruned(slim: Darknet, report: PruneReport, out_dir: str | Path,
     Refuses (before writing anything) when a target is one of ``inputs``.
     """
     files = pruned_files(out_dir, inputs)
-    report_text = json.dumps(report.as_dict(), indent=1) + "\n"
+    data = report.as_dict()
+    png = charts.render("prune_report", data)  # drawn first: a failure is one warning line
+    if png is None:
+        files.chart.unlink(missing_ok=True)  # never an old picture beside a new report
+    report_text = json.dumps(data, indent=1) + "\n"
     write_together([
         (files.report, lambda f: f.write(report_text.encode())),
+        *([(files.chart, lambda f: f.write(png))] if png is not None else []),
         (files.weights, lambda f: write_weights(slim, f)),
         (files.cfg, lambda f: f.write(format_cfg(slim.cfg).encode())),
     ])

@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
+import charts
 from common.errors import UserError
 from common.io import atomic_write_text
-from common.plot import plot_distributions
 from engine.hooks import Hook
 
 from .penalty import SparsitySchedule, add_l1_subgradient
@@ -23,13 +23,19 @@ class SparsityHook(Hook):
     Which BNs those are comes from the pruning analyzer for the chosen ``scope``. After each
     epoch the |gamma| distribution of the evaluated model (the EMA copy when EMA is on, which is
     what gets saved and later pruned) is added to the metrics (``gamma_below``: fraction under
-    ``threshold``) and drawn to ``gamma_hist.png`` with one curve per epoch.
+    ``threshold``) and drawn to ``gamma_hist.png`` (``charts.gamma_hist``), with the |gamma|
+    a cut at ``prune_ratio`` would start from. ``prune_ratio`` only draws that line: it is
+    not part of the training state.
     """
 
     name = "sparsity"
 
-    def __init__(self, schedule: SparsitySchedule, scope: str = "all", threshold: float = 0.01):
+    def __init__(self, schedule: SparsitySchedule, scope: str = "all", threshold: float = 0.01,
+                 prune_ratio: float = 0.5):
+        if not 0 <= prune_ratio < 1:
+            raise UserError(f"--prune-ratio must be in [0, 1), got {prune_ratio}")
         self.schedule, self.scope, self.threshold = schedule, scope, threshold
+        self.prune_ratio = prune_ratio
         self.names: list[str] = []
         self.bns: list[nn.Module] = []
         self.history: list[dict[str, Any]] = []
@@ -53,7 +59,8 @@ class SparsityHook(Hook):
 
     def on_epoch_end(self, trainer, metrics: dict[str, Any]) -> None:
         evaluated = trainer.eval_model
-        stats = gamma_stats([evaluated.get_submodule(n) for n in self.names], self.threshold)
+        stats = gamma_stats([evaluated.get_submodule(n) for n in self.names], self.threshold,
+                            self.prune_ratio)
         metrics.update(sparsity_s=self.current_s(trainer), gamma_l1=stats.l1,
                        gamma_below=stats.below)
         self.history.append({"epoch": trainer.epoch + 1, **stats.as_dict(),
@@ -62,14 +69,9 @@ class SparsityHook(Hook):
             self._write(trainer.out_dir)
 
     def _write(self, out_dir) -> None:
-        atomic_write_text(out_dir / "gamma_stats.json",
-                          json.dumps({"edges": list(EDGES), "epochs": self.history}, indent=1))
-        plot_distributions(
-            out_dir / "gamma_hist.png", EDGES,
-            [(f"epoch {h['epoch']}", h["histogram"]) for h in self.history],
-            title=f"|gamma| of prunable BNs (last epoch: {self.history[-1]['below']:.0%} "
-                  f"below {self.threshold:g})",
-            xlabel="|gamma| (log scale)")
+        stats = {"edges": list(EDGES), "epochs": self.history}
+        atomic_write_text(out_dir / "gamma_stats.json", json.dumps(stats, indent=1))
+        charts.write_chart(out_dir / "gamma_hist.png", "gamma_hist", stats)
 
     def state_dict(self) -> dict[str, Any]:
         # The settings travel with the checkpoint: --resume continues the same schedule.
