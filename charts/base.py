@@ -12,9 +12,13 @@ DPI = 100  # small: these are report pictures, and each epoch redraws two of the
 ROUND_STEPS = (1, 2, 2.5, 5, 10)
 
 
-def new_figure(width_px: int, height_px: int) -> Figure:
-    """A figure of exactly ``width_px x height_px`` on its own Agg canvas (no pyplot state)."""
-    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
+def new_figure(width_px: int, height_px: int, layout: str | None = "constrained") -> Figure:
+    """A figure of exactly ``width_px x height_px`` on its own Agg canvas (no pyplot state).
+
+    ``layout=None`` leaves the margins to the caller (``subplots_adjust``): a third faster to
+    draw than the constrained layout, for the chart redrawn every epoch.
+    """
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

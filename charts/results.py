@@ -29,7 +29,8 @@ def figure(history: Sequence[dict[str, Any]]) -> Figure:
     """``history``: results.json ``epochs`` (epoch, loss, loss_*, map50, map, lr)."""
     if not history:
         raise ValueError("no epochs to draw")
-    fig = new_figure(*SIZE)
+    fig = new_figure(*SIZE, layout=None)
+    fig.subplots_adjust(left=0.05, right=0.985, bottom=0.13, top=0.91, wspace=0.22)
     loss_ax, map_ax, lr_ax = fig.subplots(1, 3)
     _curve(loss_ax, history, "loss", color="black", lw=1.8, label="loss (total)")
     parts = [k for k in history[-1] if k.startswith("loss_")]

@@ -177,7 +177,7 @@ def test_hooks_run_in_order_and_their_columns_reach_the_results(spec, tmp_path):
                    "map50", "map", "loss_recorder", "recorded"):
         assert column in header
     assert {p.name for p in tmp_path.iterdir()} == {
-        "last.weights", "best.weights", "last.pt", "results.json", "results.csv"}
+        "last.weights", "best.weights", "last.pt", "results.json", "results.csv", "results.png"}
 
 
 def test_weight_decay_skips_batchnorm_and_biases():

@@ -205,10 +205,11 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
     proc = run_main(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for path in ["dense/best.weights", "dense/last.pt", "dense/results.csv",
-                 "sparse/last.weights", "sparse/gamma_hist.png", "prune/pruned.cfg",
-                 "prune/pruned.weights", "prune/prune_report.json", "finetune/best.weights",
-                 "compare/compare.md", "compare/compare.json", "compare/compare.png",
-                 "pipeline.json"]:
+                 "dense/results.png", "sparse/last.weights", "sparse/gamma_hist.png",
+                 "sparse/results.png", "prune/pruned.cfg", "prune/pruned.weights",
+                 "prune/prune_report.json", "prune/prune_report.png", "finetune/best.weights",
+                 "finetune/results.png", "compare/compare.md", "compare/compare.json",
+                 "compare/compare.png", "pipeline.json"]:
         assert (out / path).is_file(), path
     table = json.loads((out / "compare" / "compare.json").read_text())
     assert [m["name"] for m in table["models"]] == ["dense", "sparse", "pruned", "finetuned"]
