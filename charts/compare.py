@@ -26,9 +26,9 @@ def _colors(n: int) -> list:
     return [colormaps["tab10"](k % 10) for k in range(n)]
 
 
-def _limits(values: list[float], pad_frac: float, min_pad: float) -> tuple[float, float]:
+def _limits(values: list[float]) -> tuple[float, float]:
     lo, hi = min(values), max(values)
-    pad = max((hi - lo) * pad_frac, min_pad)
+    pad = max((hi - lo) * 0.12, hi * 0.05, 1e-3)
     # mAP is never negative: below zero only a sliver, so a model at 0 stays visible.
     return (lo - pad if lo - pad >= 0 else -0.04 * (hi + pad)), hi + pad
 
@@ -56,7 +56,7 @@ def figure(report: dict[str, Any]) -> Figure:
     for ax, (key, name) in zip(axes, PANELS, strict=True):
         _panel(ax, models, key, colors)
         style(ax, f"mAP against {name}", name, "mAP" if ax is axes[0] else "")
-    axes[0].set_ylim(*_limits([m[k] for m in models for k in ("map50", "map")], 0.12, 0.02))
+    axes[0].set_ylim(*_limits([m[k] for m in models for k in ("map50", "map")]))
     ref = models[0]["name"]
     fig.legend(handles=[
         Line2D([], [], ls="", marker="o", ms=MARKER, color="0.3", label="mAP@.5"),

@@ -414,3 +414,23 @@ def test_compare_writes_its_chart(tmp_path):
     assert png_size(paths["png"].read_bytes()) == compare.SIZE
     assert paths["png"].read_bytes() == charts.render(
         "compare", json.loads(paths["json"].read_text()))
+
+
+def test_docs_pictures_copies_both_or_neither(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import pictures
+    finally:
+        sys.path.pop(0)
+    run, dest = tmp_path / "run", tmp_path / "docs"
+    dest.mkdir()
+    (run / "compare").mkdir(parents=True)
+    (run / "compare" / "compare.png").write_bytes(b"c")
+    assert pictures.main([str(run), "--to", str(dest)]) == 2
+    assert "prune_report.png not found" in capsys.readouterr().err
+    assert list(dest.iterdir()) == []
+    (run / "prune").mkdir()
+    (run / "prune" / "prune_report.png").write_bytes(b"p")
+    assert pictures.main([str(run), "--to", str(dest)]) == 0
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {"compare.png": b"c",
+                                                                "prune_report.png": b"p"}
