@@ -60,6 +60,8 @@ def run(args) -> int:
 
     if args.s < 0:
         raise UserError(f"--s must be >= 0, got {args.s}")
+    if not 0 <= args.prune_ratio < 1:
+        raise UserError(f"--prune-ratio must be in [0, 1), got {args.prune_ratio}")
     if args.optimizer != "sgd" and args.s > 0:
         raise UserError(f"--optimizer {args.optimizer} would rescale the L1 subgradient per "
                         "gamma (every gamma would shrink at the learning rate); sparse "

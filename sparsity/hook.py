@@ -33,7 +33,7 @@ class SparsityHook(Hook):
     def __init__(self, schedule: SparsitySchedule, scope: str = "all", threshold: float = 0.01,
                  prune_ratio: float = 0.5):
         if not 0 <= prune_ratio < 1:
-            raise UserError(f"--prune-ratio must be in [0, 1), got {prune_ratio}")
+            raise ValueError(f"prune_ratio must be in [0, 1), got {prune_ratio}")
         self.schedule, self.scope, self.threshold = schedule, scope, threshold
         self.prune_ratio = prune_ratio
         self.names: list[str] = []

@@ -434,3 +434,18 @@ def test_docs_pictures_copies_both_or_neither(tmp_path, capsys):
     assert pictures.main([str(run), "--to", str(dest)]) == 0
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == {"compare.png": b"c",
                                                                 "prune_report.png": b"p"}
+
+
+def test_prune_without_matplotlib_writes_everything_but_its_chart(tmp_path):
+    out = tmp_path / "p"
+    code = ("import sys; sys.modules['matplotlib'] = None; import main; "
+            f"sys.exit(main.main(['prune', '--cfg', 'tests/cfgs/tiny-res2net.cfg', "
+            f"'--random-gammas', '0', '--ratio', '0.5', '--out', {str(out)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    [line] = proc.stderr.splitlines()  # one line, no traceback
+    assert line.startswith("warning: prune_report.png not drawn (ModuleNotFoundError: ")
+    assert sorted(p.name for p in out.iterdir()) == ["prune_report.json", "pruned.cfg",
+                                                     "pruned.weights"]
+    assert "prune_report.png" not in proc.stdout
