@@ -127,13 +127,14 @@ def test_prune_killed_between_its_renames_leaves_no_cfg_beside_other_weights(tmp
 
     def killed_before_the_last(src, dst):
         calls.append(Path(dst).name)
-        if len(calls) == 3:
+        if len(calls) == 4:
             raise KeyboardInterrupt  # the process dies here
         real_replace(src, dst)
 
     monkeypatch.setattr(common.io.os, "replace", killed_before_the_last)
     code, _, err = run(prune_argv(out, 0.6), capsys)
-    assert code == 130 and calls == ["prune_report.json", "pruned.weights", "pruned.cfg"]
+    assert code == 130 and calls == ["prune_report.json", "prune_report.png", "pruned.weights",
+                                     "pruned.cfg"]
     assert (out / "pruned.weights").read_bytes() != old_weights  # the new set, half-renamed,
     assert not (out / "pruned.cfg").exists()  # so no cfg: never the old one beside them
     monkeypatch.undo()
@@ -423,7 +424,7 @@ def test_written_files_honour_the_umask(tmp_path, umask, mode, capsys):
     finally:
         os.umask(old)
     written = [tmp_path / "a.txt", *(tmp_path / "p").iterdir()]
-    assert len(written) == 4
+    assert len(written) == 5  # a.txt, pruned.cfg/.weights, prune_report.json/.png
     assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: mode for p in written}
 
 
