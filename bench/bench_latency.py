@@ -4,9 +4,10 @@
 
 For each (cfg, input size) case the cfg is built with random BN gammas (the channels a ratio
 removes are then spread over every layer, as after sparse training they mostly are), pruned
-with `prune_model(ratio, scope all)`, and both models' eval forward (no NMS) are timed in
-turns on the same image after a warm-up, in one inference form (``--runtime``, as
-``main.py compare``); medians. Prints the GFLOPs ratio, the latency ratio and their quotient.
+with `prune_model` at `main.py prune`'s settings but ``--ratio`` and ``--round-to``, and both
+models' eval forward (no NMS) are timed in turns on the same image after a warm-up, in one
+inference form (``--runtime``, as ``main.py compare``); medians. Prints the GFLOPs ratio, the
+latency ratio and their quotient.
 Target (issue 5): latency ratio <= 1.2 x GFLOPs ratio.
 
 A third model, the *floor*, is the same cfg cut to one channel per prunable layer: what is
@@ -32,9 +33,9 @@ import torch  # noqa: E402
 
 from comparison.compare import Timing, measure_latency  # noqa: E402
 from darknet import Darknet  # noqa: E402
+from darknet.cost import network_cost  # noqa: E402
 from darknet.deploy import RUNTIMES, inference_model  # noqa: E402
-from darknet.summary import count_gflops  # noqa: E402
-from prune import prune_model  # noqa: E402
+from prune import PruneSettings, prune_model  # noqa: E402
 from prune.importance import randomize_gammas  # noqa: E402
 
 CASES = (("cfgs/demo.cfg", 128), ("cfgs/res2net-yolov3.cfg", 320),
@@ -43,11 +44,11 @@ CASES = (("cfgs/demo.cfg", 128), ("cfgs/res2net-yolov3.cfg", 320),
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--ratio", type=float, default=PruneSettings().ratio)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--round-to", type=int, default=1,
+    p.add_argument("--round-to", type=int, default=PruneSettings().round_to,
                    help="prune's --round-to: kept channels per layer a multiple of this")
     p.add_argument("--runtime", choices=RUNTIMES, default="folded",
                    help="inference form timed (darknet.deploy; default: folded)")
@@ -61,13 +62,13 @@ def main() -> None:
         if args.only and args.only not in cfg:
             continue
         dense = randomize_gammas(Darknet(ROOT / cfg), seed=0).eval()
-        slim, _ = prune_model(dense, args.ratio, scope="all", round_to=args.round_to)
-        floor, _ = prune_model(dense, 0.999, scope="all", min_keep="1")
+        slim, _ = prune_model(dense, PruneSettings(ratio=args.ratio, round_to=args.round_to))
+        floor, _ = prune_model(dense, PruneSettings(ratio=0.999, min_keep=1))
         image = torch.rand(1, 3, size, size)
         models = [inference_model(m, args.runtime, image) for m in (dense, slim, floor)]
         (t_dense, _), (t_slim, _), (t_floor, _) = measure_latency(
             models, image, Timing(args.runs, args.warmup))
-        g_dense, g_slim = count_gflops(dense, size), count_gflops(slim, size)
+        g_dense, g_slim = (network_cost(m.cfg, size, size).gflops for m in (dense, slim))
         g_ratio, l_ratio = g_slim / g_dense, t_slim / t_dense
         print(f"{cfg} @{size}: GFLOPs {g_dense:.3f} -> {g_slim:.3f} (x{g_ratio:.3f}); "
               f"latency {t_dense:.2f} -> {t_slim:.2f} ms (x{l_ratio:.3f}); "

@@ -104,9 +104,9 @@ def _chains(ax: Axes, items: list[Slot]) -> None:
 
 
 def _title(report: dict[str, Any]) -> str:
-    p0, p1 = report["params_before"], report["params_after"]
-    text = (f"prune --ratio {report['ratio']:g} --flops-exponent {report['flops_exponent']:g} "
-            f"--scope {report['scope']}\nparams {p0:,} → {p1:,} ({p1 / p0:.0%})")
+    p0, p1, chosen = report["params_before"], report["params_after"], report["settings"]
+    text = (f"prune --ratio {chosen['ratio']:g} --flops-exponent {chosen['flops_exponent']:g} "
+            f"--scope {chosen['scope']}\nparams {p0:,} → {p1:,} ({p1 / p0:.0%})")
     if report.get("gflops_before"):
         g0, g1 = report["gflops_before"], report["gflops_after"]
         text += f", GFLOPs @{report['img_size']} {g0:.3g} → {g1:.3g} ({g1 / g0:.0%})"

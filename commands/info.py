@@ -5,7 +5,8 @@ import json
 HELP = "show a cfg's layers, parameters, GFLOPs and YOLO output shapes"
 DESCRIPTION = """Build the network described by a Darknet .cfg and print one row per layer
 (index, type, input -> output channels, output size, parameters) and the totals. GFLOPs are
-2 x multiply-adds / 1e9 for one image at --img-size, counted with thop.
+2 x multiply-adds / 1e9 for one image at --img-size: convolutions and BatchNorm, counted
+from the layer shapes as thop counts them.
 
 example:
   python main.py info --cfg cfgs/res2net-yolov3.cfg --img-size 416
@@ -32,7 +33,7 @@ def run(args) -> int:
     model = Darknet(args.cfg)
     if args.weights:
         model.load_weights(args.weights)
-    summary = summarize(model, args.img_size)
+    summary = summarize(model.cfg, args.img_size)
     if args.json:
         print(json.dumps({"cfg": args.cfg, **summary.as_dict()}))
     else:

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from commands.prune import FLOPS_EXPONENT
+from prune.settings import PruneSettings
+from prune.settings import add_arguments as add_prune_settings
 
 HELP = "run the whole workflow (default: on the demo): train, sparse, prune, finetune, compare"
 DESCRIPTION = """Run every step of the slimming workflow as the same `main.py` commands a user
@@ -34,6 +35,9 @@ examples:
       --dense-epochs 100 --sparse-epochs 100 --finetune-epochs 50 --s 0.001"""
 
 STAGES = ("dense", "sparse", "prune", "finetune", "compare")
+# The prune settings a pipeline run chooses (its flags, checked before the dense stage and
+# passed to its prune stage); the others keep `main.py prune`'s defaults.
+PRUNE_SETTINGS = ("ratio", "flops_exponent", "scope")
 
 
 def add_arguments(p) -> None:
@@ -43,13 +47,7 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", default=None,
                    help="start the dense stage from these weights (default: random init)")
     p.add_argument("--img-size", type=int, default=128, help="input size (default: 128)")
-    p.add_argument("--ratio", type=float, default=0.5,
-                   help="fraction of prunable channels to remove (default: 0.5)")
-    p.add_argument("--flops-exponent", type=float, default=FLOPS_EXPONENT, metavar="E",
-                   help="how prune ranks channels: mean |gamma| / multiply-adds^E "
-                        f"(see main.py prune --help) (default: {FLOPS_EXPONENT})")
-    p.add_argument("--scope", choices=("inner", "all"), default="all",
-                   help="prune residual chains too (all) or not (inner) (default: all)")
+    add_prune_settings(p, PRUNE_SETTINGS)  # --scope also chooses where sparse puts its L1
     p.add_argument("--s", type=float, default=0.01, help="sparsity rate (default: 0.01)")
     for stage, command in (("dense", "train"), ("sparse", "sparse"), ("finetune", "finetune")):
         p.add_argument(f"--{stage}-epochs", type=int, default=None,
@@ -115,8 +113,7 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
                 "--out", str(p.sparse), *common, *device]
     if stage == "prune":
         return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / "last.weights"),
-                "--ratio", str(args.ratio), "--flops-exponent", str(args.flops_exponent),
-                "--scope", args.scope, "--out", str(p.prune)]
+                *PruneSettings.from_args(args).argv(PRUNE_SETTINGS), "--out", str(p.prune)]
     if stage == "finetune":
         teacher = (["--teacher-cfg", dense_cfg, "--teacher-weights",
                     str(p.dense / "best.weights")] if args.distill else [])
@@ -156,13 +153,9 @@ def _load_manifest(p: Paths, settings: dict) -> dict:
 
 def run(args) -> int:
     from commands import build_parser
-    from common.errors import UserError
     from common.io import atomic_write_text, ensure_writable_dir
 
-    if not 0 <= args.ratio < 1:
-        raise UserError(f"--ratio must be in [0, 1), got {args.ratio}")
-    if not 0 <= args.flops_exponent <= 1:  # checked here, not 20 minutes later by prune
-        raise UserError(f"--flops-exponent must be in [0, 1], got {args.flops_exponent}")
+    PruneSettings.from_args(args)  # refuse bad prune settings here, not 20 minutes later
     p = Paths(Path(args.out))
     settings = {k: getattr(args, k) for k in SETTINGS}
     manifest = _load_manifest(p, settings)

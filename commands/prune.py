@@ -1,5 +1,7 @@
 """`main.py prune`: remove the least important coupled channels, write a slim cfg + weights."""
 
+from prune.settings import add_arguments as add_settings
+
 HELP = ("prune blocks and channels by BN gamma (Res2Net-aware); write pruned.cfg/.weights and "
         "a report")
 DESCRIPTION = """With --layers N, first remove the N least important identity-residual blocks:
@@ -32,41 +34,29 @@ example:
       --out pruned/"""
 
 
-# Measured on the demo (README, "The demo, measured"): at --ratio 0.5, E = 0 keeps 38% of the
-# GFLOPs, E = 0.1 keeps 29% with fewer parameters too, and fine-tunes to the same mAP.
-FLOPS_EXPONENT = 0.1
-MIN_KEEP = "0.2"  # prune.select.DEFAULT_MIN_KEEP, spelled here to keep --help free of torch
-
-
 def add_arguments(p):
     p.add_argument("--cfg", required=True, help="Darknet .cfg file")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="Darknet .weights (sparse-trained for best results)")
     src.add_argument("--random-gammas", type=int, metavar="SEED",
                      help="no weights: random init with gammas ~ U(0, 1) (demos, benchmarks)")
-    p.add_argument("--ratio", type=float, default=None,
-                   help="fraction of the prunable (coupled) channels to remove, in [0, 1) "
-                        "(default: 0 with --layers; one of the two is needed)")
-    p.add_argument("--layers", type=int, default=0, metavar="N",
-                   help="first remove the N blocks whose BN before the add has the lowest "
-                        "mean |gamma| (default: 0)")
+    add_settings(p, unset={"ratio": "0 with --layers; one of the two is needed"})
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--flops-exponent", type=float, default=FLOPS_EXPONENT, metavar="E",
-                   help="rank channels by mean |gamma| / (their multiply-adds)^E, E in [0, 1]: "
-                        "0 is network slimming's gamma alone, 1 is gamma per multiply-add; a "
-                        "larger E cuts more GFLOPs at the same --ratio "
-                        f"(default: {FLOPS_EXPONENT})")
-    p.add_argument("--scope", choices=["all", "inner"], default="all",
-                   help="all: prune residual chains as groups (default); inner: leave them")
-    p.add_argument("--min-keep", default=MIN_KEEP,
-                   help="per-layer floor: a fraction (0.2 = 20%%, rounded up) or a count (8) "
-                        f"(default: {MIN_KEEP})")
-    p.add_argument("--round-to", type=int, default=1, metavar="N",
-                   help="keep a multiple of N channels per layer (or all of them)")
-    p.add_argument("--no-fold", action="store_true",
-                   help="do not fold removed channels' act(beta) into their readers")
     p.add_argument("--img-size", type=int, default=None,
                    help="input size for the GFLOPs count (default: the cfg's [net] height)")
+
+
+def settings_of(args):
+    """The run's :class:`~prune.settings.PruneSettings`; --ratio may be left out with --layers
+    (blocks only, no channels)."""
+    import argparse
+
+    from prune import PruneError, PruneSettings
+
+    if args.ratio is None and not args.layers:
+        raise PruneError("give --ratio (channels), --layers (blocks) or both")
+    return PruneSettings.from_args(argparse.Namespace(**{**vars(args),
+                                                         "ratio": args.ratio or 0.0}))
 
 
 def table(report) -> str:
@@ -97,23 +87,23 @@ def block_lines(report) -> list[str]:
 
 def summary(report) -> str:
     lines = block_lines(report)
+    settings = report.settings
     for f in report.floors:
         lines.append(f"floor: {f.layer}: the ratio would keep {f.wanted} of {f.size} channels; "
-                     f"kept {f.kept} (--min-keep {report.min_keep})")
+                     f"kept {f.kept} (--min-keep {settings.min_keep})")
     approx = sum(not n.exact for n in report.folds)
     if report.folds:
         lines.append(f"folded removed channels' act(beta) into {len(report.folds)} convs "
                      f"({approx} of them kxk with padding: exact away from the image border)")
     lines.append(f"removed {report.removed_channels} of {report.prunable_channels} prunable "
-                 f"coupled channels (--ratio {report.ratio:g}, "
-                 f"--flops-exponent {report.flops_exponent:g}, "
-                 f"--scope {report.scope}); "
+                 f"coupled channels (--ratio {settings.ratio:g}, "
+                 f"--flops-exponent {settings.flops_exponent:g}, "
+                 f"--scope {settings.scope}); "
                  f"BN channels {report.bn_channels_before:,} -> {report.bn_channels_after:,}")
     p0, p1 = report.params_before, report.params_after
     lines.append(f"params: {p0:,} -> {p1:,} ({p1 / p0:.1%})")
-    if report.gflops_before is not None:
-        g0, g1 = report.gflops_before, report.gflops_after
-        lines.append(f"GFLOPs @{report.img_size}: {g0:.4g} -> {g1:.4g} ({g1 / g0:.1%})")
+    g0, g1 = report.gflops_before, report.gflops_after
+    lines.append(f"GFLOPs @{report.img_size}: {g0:.4g} -> {g1:.4g} ({g1 / g0:.1%})")
     return "\n".join(lines)
 
 
@@ -121,37 +111,22 @@ def run(args) -> int:
     from commands import check_img_size
     from common.io import ensure_writable_dir
     from darknet import Darknet, parse_cfg
-    from prune import PruneError, prune_model, write_pruned
+    from prune import prune_model, write_pruned
     from prune.importance import randomize_gammas
     from prune.pipeline import pruned_files
-    from prune.select import MinKeep
 
-    if args.ratio is None and not args.layers:
-        raise PruneError("give --ratio (channels), --layers (blocks) or both")
-    ratio = 0.0 if args.ratio is None else args.ratio
-    if not 0.0 <= ratio < 1.0:
-        raise PruneError(f"--ratio must be in [0, 1), got {ratio:g}")
-    if args.layers < 0:
-        raise PruneError(f"--layers must be >= 0, got {args.layers}")
-    min_keep = MinKeep.parse(args.min_keep)
-    if not 0.0 <= args.flops_exponent <= 1.0:
-        raise PruneError(f"--flops-exponent must be in [0, 1], got {args.flops_exponent:g}")
-    if args.round_to < 1:
-        raise PruneError(f"--round-to must be >= 1, got {args.round_to}")
+    settings = settings_of(args)
     check_img_size(args.img_size)
     inputs = (args.cfg, *([args.weights] if args.weights else []))
     pruned_files(args.out, inputs)  # refuse to overwrite an input before any work
     ensure_writable_dir(args.out, create=False)
 
-    cfg = parse_cfg(args.cfg)
-    model = Darknet(cfg).eval()
+    model = Darknet(parse_cfg(args.cfg)).eval()
     if args.weights:
         model.load_weights(args.weights)
     else:
         randomize_gammas(model, args.random_gammas)
-    slim, report = prune_model(model, ratio, args.scope, min_keep, args.round_to,
-                               fold=not args.no_fold, img_size=args.img_size or cfg.net.height,
-                               flops_exponent=args.flops_exponent, layers=args.layers)
+    slim, report = prune_model(model, settings, img_size=args.img_size)
     files = write_pruned(slim, report, args.out, inputs)
     print(table(report))
     print(summary(report))

@@ -22,7 +22,7 @@ import charts
 from common.errors import UserError
 from common.io import atomic_write_text
 from darknet import Darknet, parse_cfg
-from darknet.summary import count_gflops, count_params
+from darknet.cost import network_cost
 from evaluation import postprocess
 
 
@@ -106,10 +106,11 @@ def measure_latency(models: Sequence[Callable[[torch.Tensor], Sequence[torch.Ten
 
 def build_rows(specs: Sequence[ModelSpec], models: Sequence[Darknet], maps: Sequence,
                latencies: Sequence[tuple[float, float]], img_size: int) -> list[Row]:
+    costs = [network_cost(model.cfg, img_size, img_size) for model in models]
     return [
-        Row(spec.name, res.map50, res.map, count_params(model), count_gflops(model, img_size),
-            fwd, nms, Path(spec.weights).stat().st_size / 2**20)
-        for spec, model, res, (fwd, nms) in zip(specs, models, maps, latencies, strict=True)
+        Row(spec.name, res.map50, res.map, cost.params, cost.gflops, fwd, nms,
+            Path(spec.weights).stat().st_size / 2**20)
+        for spec, cost, res, (fwd, nms) in zip(specs, costs, maps, latencies, strict=True)
     ]
 
 

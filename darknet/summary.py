@@ -1,14 +1,11 @@
-"""Size and cost of a network: per-layer table, parameter count and GFLOPs (via thop)."""
+"""Size and cost of a network: per-layer table, parameter count and GFLOPs (``darknet.cost``)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
-import thop
-import torch
-
-from .model import Darknet
+from .cfg import Cfg
+from .cost import network_cost
 from .shapes import infer_shapes
 
 
@@ -26,7 +23,7 @@ class ModelSummary:
     img_size: int
     rows: tuple[LayerRow, ...]
     params: int
-    gflops: float  # 2 x multiply-adds / 1e9 at img_size, as counted by thop
+    gflops: float  # 2 x multiply-adds / 1e9 at img_size (darknet.cost)
     outputs: tuple[tuple[int, int, int], ...]  # [C, H, W] entering each [yolo] head
 
     def as_dict(self) -> dict:
@@ -54,26 +51,13 @@ class ModelSummary:
         return "\n".join(lines)
 
 
-def count_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_gflops(model: Darknet, img_size: int) -> float:
-    """2 x multiply-accumulates / 1e9 for one image, counted by thop on a copy of the model."""
-    probe = copy.deepcopy(model).eval()
-    device = next(model.parameters()).device
-    x = torch.zeros(1, model.cfg.net.channels, img_size, img_size, device=device)
-    with torch.no_grad():
-        macs, _ = thop.profile(probe, inputs=(x,), verbose=False)
-    return 2.0 * float(macs) / 1e9
-
-
-def summarize(model: Darknet, img_size: int | None = None) -> ModelSummary:
-    img_size = img_size or model.cfg.net.height
-    shapes = infer_shapes(model.cfg, img_size, img_size)
+def summarize(cfg: Cfg, img_size: int | None = None) -> ModelSummary:
+    img_size = img_size or cfg.net.height
+    shapes = infer_shapes(cfg, img_size, img_size)
+    cost = network_cost(cfg, img_size, img_size)
     rows = tuple(
-        LayerRow(s.index, s.kind, s.in_channels, (s.out.c, s.out.h, s.out.w), count_params(layer))
-        for s, layer in zip(shapes, model.layers, strict=True)
+        LayerRow(s.index, s.kind, s.in_channels, (s.out.c, s.out.h, s.out.w), layer.params)
+        for s, layer in zip(shapes, cost.layers, strict=True)
     )
     outputs = tuple((s.out.c, s.out.h, s.out.w) for s in shapes if s.head)
-    return ModelSummary(img_size, rows, count_params(model), count_gflops(model, img_size), outputs)
+    return ModelSummary(img_size, rows, cost.params, cost.gflops, outputs)

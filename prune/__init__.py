@@ -12,22 +12,34 @@ Three separate concerns, one module each:
 Layer pruning follows the same split: ``blocks`` finds the removable identity-residual
 blocks, scores them (mean |gamma| before the add) and selects; ``block_cut`` cuts them.
 
-``pipeline`` strings them together for the CLI and other commands.
+``settings`` is what a run is asked to do; ``pipeline`` strings the steps together for the CLI
+and other commands.
+
+The names below load their module on first use, so that ``prune.settings`` (and the
+``--help`` of the commands that read it) imports no torch.
 """
 
-from .analysis import ChannelAnalysis, ChannelGroup, Scope, analyze
-from .errors import PruneError
-from .pipeline import (
-    PruneReport,
-    prunable_batchnorm_names,
-    prunable_batchnorms,
-    prune_model,
-    write_pruned,
-)
-from .select import KeepPlan, MinKeep, select_channels
+from __future__ import annotations
 
-__all__ = [
-    "ChannelAnalysis", "ChannelGroup", "KeepPlan", "MinKeep", "PruneError", "PruneReport",
-    "Scope", "analyze", "prunable_batchnorm_names", "prunable_batchnorms", "prune_model",
-    "select_channels", "write_pruned",
-]
+import importlib
+
+_HOME = {
+    "ChannelAnalysis": "analysis", "ChannelGroup": "analysis", "analyze": "analysis",
+    "PruneError": "errors",
+    "PruneReport": "pipeline", "prunable_batchnorm_names": "pipeline",
+    "prunable_batchnorms": "pipeline", "prune_model": "pipeline", "write_pruned": "pipeline",
+    "KeepPlan": "select", "select_channels": "select",
+    "MinKeep": "settings", "PruneSettings": "settings", "Scope": "settings",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

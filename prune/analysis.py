@@ -14,7 +14,6 @@ conv) or a ``[yolo]`` head reads it; ``Scope.INNER`` also fixes every residual c
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -26,13 +25,7 @@ from darknet.shapes import infer_shapes
 from .graph import Add, ChannelGraph, ChannelSpace
 from .rules import build_channel_graph
 from .select import LayerChannels, SelectionStructure
-
-
-class Scope(enum.StrEnum):
-    """``inner``: never touch residual chains (the classic approach); ``all``: prune them too."""
-
-    INNER = "inner"
-    ALL = "all"
+from .settings import Scope
 
 
 @dataclass(frozen=True)

@@ -90,14 +90,12 @@ def cut_blocks(model: Darknet, blocks: Sequence[Block], fold: bool = True,
 
 
 def prune_blocks(model: Darknet, n: int, fold: bool = True) -> BlockCut:
-    """Remove the ``n`` lowest-scored removable blocks of ``model`` (``prune.blocks``).
+    """Remove the ``n >= 0`` lowest-scored removable blocks of ``model`` (``prune.blocks``).
 
     ``n = 0`` gives ``model`` itself back, uncopied.
     """
     graph = build_channel_graph(model.cfg)
     blocks = find_blocks(model.cfg, graph)
-    if n < 0:
-        raise PruneError(f"--layers must be >= 0, got {n}")
     if n > len(blocks):
         raise PruneError(f"--layers {n} is more than the {len(blocks)} removable blocks of "
                          f"{model.cfg.path} (identity-residual [res2net] blocks and Darknet "

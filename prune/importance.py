@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from darknet.cost import network_cost
 from darknet.model import Darknet
-from darknet.shapes import infer_shapes
 
 from .analysis import ChannelAnalysis
+from .graph import layer_module
 
 
 def class_importance(analysis: ChannelAnalysis, model: nn.Module) -> np.ndarray:
@@ -45,44 +46,41 @@ def class_importance(analysis: ChannelAnalysis, model: nn.Module) -> np.ndarray:
 PROBE = 32  # input size the MACs are counted at; every layer's area scales alike with it
 
 
-def class_macs(analysis: ChannelAnalysis, model: Darknet, probe: int = PROBE) -> np.ndarray:
+def class_macs(analysis: ChannelAnalysis, probe: int = PROBE) -> np.ndarray:
     """Per class: the multiply-adds one forward at ``probe`` px spends on its channels.
 
     A class's channel costs its producing convs one output channel each
-    (``C_in / groups * k * k * H * W``) and every conv that reads it one input channel
-    (``C_out / groups * k * k * H * W``). H, W are the conv's output size: that of its layer
-    (a block's inner convs keep the block's resolution), from shape inference at ``probe``.
-    The ranking does not depend on ``probe``: all areas scale by the same factor.
+    (``C_in * k * k * H * W``) and every conv that reads it one input channel
+    (``C_out * k * k * H * W``), at the conv's output size (``darknet.cost``). The ranking does
+    not depend on ``probe``: all areas scale by the same factor.
     """
-    areas = [s.out.h * s.out.w for s in infer_shapes(model.cfg, probe, probe)]
-    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    cost = network_cost(analysis.cfg, probe, probe)
+    convs = {f"{layer_module(layer.index)}.{c.name}": c for layer in cost.layers
+             for c in layer.convs}
     macs = np.zeros(analysis.num_classes, dtype=np.float64)
     for space in analysis.graph.spaces:
         if space.conv is not None:
-            per_output = convs[space.conv].weight[0].numel() * areas[space.layer_index]
-            np.add.at(macs, analysis.classes_of_space(space), per_output)
+            np.add.at(macs, analysis.classes_of_space(space),
+                      convs[space.conv].macs_per_output_channel)
     for reader in analysis.graph.consumers:
-        conv = convs[reader.conv]
-        per_input = (conv.out_channels // conv.groups * conv.weight[0, 0].numel()
-                     * areas[reader.layer_index])
-        np.add.at(macs, analysis.classes_of_tensor(reader.input), per_input)
+        np.add.at(macs, analysis.classes_of_tensor(reader.input),
+                  convs[reader.conv].macs_per_input_channel)
     return macs
 
 
 def class_scores(analysis: ChannelAnalysis, model: Darknet,
-                 flops_exponent: float = 0.0) -> np.ndarray:
+                 flops_exponent: float) -> np.ndarray:
     """What the global ratio ranks classes by (lowest removed first).
 
-    Mean |gamma| divided by ``(class MACs / mean class MACs) ** flops_exponent``: 0 is
-    network slimming's plain gamma; 1 ranks importance per multiply-add, so of two channels
-    equally weak the one read at 64x64 goes before the one read at 4x4.
+    Mean |gamma| divided by ``(class MACs / mean class MACs) ** flops_exponent`` (in [0, 1],
+    checked by ``PruneSettings``): 0 is network slimming's plain gamma; 1 ranks importance per
+    multiply-add, so of two channels equally weak the one read at 64x64 goes before the one
+    read at 4x4.
     """
-    if not 0.0 <= flops_exponent <= 1.0:
-        raise ValueError(f"flops_exponent must be in [0, 1], got {flops_exponent:g}")
     importance = class_importance(analysis, model)
     if flops_exponent == 0.0:
         return importance
-    macs = np.maximum(class_macs(analysis, model), 1.0)
+    macs = np.maximum(class_macs(analysis), 1.0)
     return importance / (macs / macs.mean()) ** flops_exponent
 
 

@@ -1,9 +1,9 @@
 """The pruning pipeline for callers without the CLI: analyze, score, select, cut, report.
 
-    slim, report = prune_model(model, ratio=0.5)          # model: a loaded Darknet
-    slim, report = prune_model(model, ratio=0.5, layers=3)  # 3 blocks first, then channels
-    write_pruned(slim, report, "out/")                    # pruned.cfg/.weights/_report.json/.png
-    bns = prunable_batchnorms(model, "all")               # where sparse training puts L1
+    slim, report = prune_model(model, PruneSettings(ratio=0.5))   # model: a loaded Darknet
+    slim, report = prune_model(model, PruneSettings(layers=3))    # 3 blocks first, then channels
+    write_pruned(slim, report, "out/")              # pruned.cfg/.weights/_report.json/.png
+    bns = prunable_batchnorms(model, "all")         # where sparse training puts L1
 """
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ from torch import nn
 import charts
 from common.io import write_together
 from darknet.cfg import Cfg, format_cfg
+from darknet.cost import network_cost
 from darknet.model import Darknet
 from darknet.sections import MultiScaleSection
 from darknet.shapes import infer_shapes
-from darknet.summary import count_params
 from darknet.weights import write_weights
 
-from .analysis import ChannelAnalysis, Scope, analyze
+from .analysis import ChannelAnalysis, analyze
 from .block_cut import BlockCut, RemovedBlock, prune_blocks
-from .cost import gflops
 from .errors import PruneError
 from .fold import FoldNote, OffsetNote
 from .importance import class_scores
-from .select import DEFAULT_MIN_KEEP, FloorNote, MinKeep, check_plan, select_channels
+from .select import FloorNote, check_plan, select_channels
+from .settings import PruneSettings, Scope
 from .surgery import cut_model
 
 PRUNED_CFG, PRUNED_WEIGHTS, PRUNE_REPORT = "pruned.cfg", "pruned.weights", "prune_report.json"
@@ -52,16 +52,12 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class PruneReport:
-    ratio: float
-    flops_exponent: float
-    scope: str
-    min_keep: str
-    round_to: int
+    settings: PruneSettings
     params_before: int
     params_after: int
-    gflops_before: float | None  # at img_size; None when not counted
-    gflops_after: float | None
-    img_size: int | None
+    gflops_before: float  # at img_size
+    gflops_after: float
+    img_size: int  # square input the GFLOPs are counted at
     prunable_channels: int  # coupled channels the scope allows to remove
     removed_channels: int  # coupled channels removed
     bn_channels_before: int
@@ -77,7 +73,9 @@ class PruneReport:
     block_unfolded: tuple[OffsetNote, ...]  # where such a constant could not be folded
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        """The report's JSON: the settings' fields first, at the top level, then the rest."""
+        d = {**self.settings.as_dict(), **asdict(self)}
+        del d["settings"]
         d["threshold"] = self.threshold if self.threshold != float("-inf") else None
         return d
 
@@ -133,52 +131,43 @@ def _check_prunable(analysis: ChannelAnalysis, scope: Scope) -> None:
                          "chain)")
 
 
-def prune_model(model: Darknet, ratio: float, scope: Scope | str = Scope.ALL,
-                min_keep: MinKeep | str | float = DEFAULT_MIN_KEEP, round_to: int = 1,
-                fold: bool = True, img_size: int | None = None,
-                flops_exponent: float = 0.0, layers: int = 0) -> tuple[Darknet, PruneReport]:
-    """Remove the ``layers`` lowest-scored blocks of ``model`` (``prune.blocks``), then the
-    least important ``ratio`` of the prunable coupled channels of what is left.
+def prune_model(model: Darknet, settings: PruneSettings,
+                img_size: int | None = None) -> tuple[Darknet, PruneReport]:
+    """Remove the ``settings.layers`` lowest-scored blocks of ``model`` (``prune.blocks``),
+    then the least important ``settings.ratio`` of the prunable coupled channels of the rest.
 
-    They are ranked by mean |gamma| per (relative multiply-adds) ** ``flops_exponent``
-    (``prune.importance.class_scores``; 0: gamma alone).
-
-    ``min_keep`` is a :class:`MinKeep` or its text ("0.1": 10% per layer, "8": 8 channels).
-    Returns the slim model (``model`` is not modified) and the report. GFLOPs are counted at
-    ``img_size`` when given (that costs two thop passes). Every module name and layer index
-    in the report is the dense model's; ``kept`` covers the layers that survive.
+    Channels are ranked by mean |gamma| per (relative multiply-adds) ** ``flops_exponent``
+    (``prune.importance.class_scores``; 0: gamma alone). Returns the slim model (``model`` is
+    not modified) and the report, with GFLOPs at ``img_size`` (default: the cfg's [net]
+    height). Every module name and layer index in the report is the dense model's; ``kept``
+    covers the layers that survive.
     """
-    scope = Scope(scope)
-    if not isinstance(min_keep, MinKeep):
-        min_keep = MinKeep.parse(min_keep)
-    blocks = prune_blocks(model, layers, fold)
+    blocks = prune_blocks(model, settings.layers, settings.fold)
     base = blocks.model
     analysis = analyze(base.cfg)
-    if ratio or not layers:
-        _check_prunable(analysis, scope)
-    structure = analysis.structure(scope)
-    plan = select_channels(structure, class_scores(analysis, base, flops_exponent), ratio,
-                           min_keep, round_to)
+    if settings.ratio or not settings.layers:
+        _check_prunable(analysis, settings.scope)
+    structure = analysis.structure(settings.scope)
+    plan = select_channels(structure, class_scores(analysis, base, settings.flops_exponent),
+                           settings)
     check_plan(structure, plan)
-    slim, folds = cut_model(base, analysis, plan, fold)
+    slim, folds = cut_model(base, analysis, plan, settings.fold)
 
     modules = dict(base.named_modules())
     kept = {layer.name: plan.kept_positions(layer.classes).tolist()
             for layer in structure.layers}
     dense_name = blocks.dense_name
+    img_size = img_size or model.cfg.net.height
+    before, after = (network_cost(m.cfg, img_size, img_size) for m in (model, slim))
     report = PruneReport(
-        ratio=ratio, flops_exponent=flops_exponent, scope=str(scope), min_keep=str(min_keep),
-        round_to=round_to,
-        params_before=count_params(model), params_after=count_params(slim),
-        gflops_before=gflops(model, img_size) if img_size else None,
-        gflops_after=gflops(slim, img_size) if img_size else None,
-        img_size=img_size,
+        settings=settings, params_before=before.params, params_after=after.params,
+        gflops_before=before.gflops, gflops_after=after.gflops, img_size=img_size,
         prunable_channels=int(structure.prunable.sum()),
         removed_channels=int((~plan.keep).sum()),
         bn_channels_before=sum(modules[n].num_features for n in kept),
         bn_channels_after=sum(len(v) for v in kept.values()),
         threshold=plan.threshold, kept={dense_name(n): v for n, v in kept.items()},
-        layers=_layer_rows(analysis, scope, slim.cfg, blocks),
+        layers=_layer_rows(analysis, settings.scope, slim.cfg, blocks),
         floors=tuple(replace(f, layer=dense_name(f.layer)) for f in plan.floors),
         folds=tuple(replace(f, conv=dense_name(f.conv)) for f in folds),
         removable_blocks=blocks.removable, removed_blocks=blocks.removed,

@@ -25,43 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import PruneError
-
-
-@dataclass(frozen=True)
-class MinKeep:
-    """The per-layer floor: a fraction of the layer's channels (``0 < value < 1``) or a count.
-
-    ``MinKeep.parse("0.1")`` keeps 10% (rounded up), ``MinKeep.parse("8")`` keeps 8 (or the
-    whole layer if smaller). The floor is never below one channel.
-    """
-
-    value: float
-
-    def __post_init__(self):
-        if not (0 < self.value < 1 or (self.value >= 1 and float(self.value).is_integer())):
-            raise PruneError(f"--min-keep must be a fraction in (0, 1) or a whole count >= 1, "
-                             f"got {self.value:g}")
-
-    @classmethod
-    def parse(cls, text: str | float) -> MinKeep:
-        try:
-            value = float(text)
-        except ValueError:
-            raise PruneError(f"--min-keep must be a fraction in (0, 1) or a whole count >= 1, "
-                             f"got {text!r}") from None
-        return cls(value)
-
-    def of(self, size: int) -> int:
-        wanted = math.ceil(self.value * size) if self.value < 1 else int(self.value)
-        return max(1, min(wanted, size))
-
-    def __str__(self) -> str:
-        return f"{self.value:g}"
-
-
-# A fifth of every layer: at 10% the FLOPs-weighted ranking thinned the demo's 8-channel stem
-# to one channel, and the fine-tuned model ended 0.01 mAP@.5 lower than with two (README).
-DEFAULT_MIN_KEEP = MinKeep(0.2)
+from .settings import MinKeep, PruneSettings
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,17 +131,14 @@ def _units(structure: SelectionStructure, parts: list[np.ndarray],
     return units
 
 
-def select_channels(structure: SelectionStructure, importance: np.ndarray, ratio: float,
-                    min_keep: MinKeep = DEFAULT_MIN_KEEP, round_to: int = 1) -> KeepPlan:
-    """The keep-plan for ``ratio`` (see the module docstring for the rules)."""
+def select_channels(structure: SelectionStructure, importance: np.ndarray,
+                    settings: PruneSettings) -> KeepPlan:
+    """The keep-plan for ``settings``' ratio, floor and rounding (see the module docstring)."""
     importance = np.asarray(importance, dtype=np.float64)
     if importance.shape != (structure.num_classes,):
         raise ValueError(f"importance has shape {importance.shape}, expected "
                          f"({structure.num_classes},)")
-    if not 0.0 <= ratio < 1.0:
-        raise PruneError(f"--ratio must be in [0, 1), got {ratio:g}")
-    if round_to < 1:
-        raise PruneError(f"--round-to must be >= 1, got {round_to}")
+    ratio, min_keep, round_to = settings.ratio, settings.min_keep, settings.round_to
     prunable = structure.prunable
 
     # 1. global ratio

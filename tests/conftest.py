@@ -34,6 +34,14 @@ FULL_SIZE = {"yolov3.cfg", "res2net-yolov3.cfg", "res2net-yolov3-triangle.cfg",
              "yolov3-spp.cfg"}
 
 
+def sized(paths, *more):
+    """Parametrize cases for cfg ``paths``, named by file; building a full-size cfg (35-63M
+    parameters) is slow, so those cases are marked ``slow``. ``more``: values every case adds."""
+    return [pytest.param(p, *more, id=p.name,
+                         marks=[pytest.mark.slow] if p.name in FULL_SIZE else [])
+            for p in paths]
+
+
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm non-trivial statistics so tests see more than the identity."""
     g = torch.Generator().manual_seed(seed)

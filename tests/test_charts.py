@@ -278,7 +278,8 @@ def row(index, kind, before, after, width=None, scale=None, prunable=True, chain
 
 
 def hand_made_report(**extra):
-    return {"ratio": 0.5, "flops_exponent": 0.1, "scope": "all", "params_before": 1000,
+    return {"settings": {"ratio": 0.5, "flops_exponent": 0.1, "scope": "all"},
+            "params_before": 1000,
             "params_after": 400, "gflops_before": 0.2, "gflops_after": 0.08, "img_size": 64,
             "layers": [row(0, "convolutional", 8, 4),
                        row(1, "convolutional", 16, 8, chain=1),
@@ -385,12 +386,12 @@ def test_a_failing_chart_is_one_warning_and_the_run_goes_on(tiny_data, tmp_path,
 def test_prune_writes_its_chart_beside_the_report(tmp_path):
     from charts import prune_report
     from darknet import Darknet
-    from prune import prune_model, write_pruned
+    from prune import PruneSettings, prune_model, write_pruned
     from prune.importance import randomize_gammas
 
     model = Darknet(DEMO_CFG).eval()
     randomize_gammas(model, 0)
-    slim, report = prune_model(model, 0.5)
+    slim, report = prune_model(model, PruneSettings(0.5))
     files = write_pruned(slim, report, tmp_path)
     data = json.loads(files.report.read_text())
     n = len(prune_report.slots(data))

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROJECT_CFGS, ROOT, TINY_CFGS, YOLO_HEAD
+from conftest import PROJECT_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, sized
 
 from darknet import Darknet, parse_cfg, parse_cfg_text
 from darknet.sections import SECTION_TYPES, NetSection
-from darknet.summary import count_gflops
 from prune import Scope, analyze, prunable_batchnorm_names, prunable_batchnorms
-from prune.cost import gflops
 from prune.rules import COUPLING_RULES
 from prune.slim_cfg import SLIM_RULES
 
@@ -24,7 +22,7 @@ def test_every_section_type_has_a_coupling_rule_and_a_slim_rule():
     assert set(SLIM_RULES) == types
 
 
-@pytest.mark.parametrize("path", ALL_CFGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sized(ALL_CFGS))
 def test_rules_name_the_modules_the_builder_makes_in_storage_order(path):
     """Each layer's producers in the graph are its (conv, bn) pairs, in Darknet order."""
     model = Darknet(path)
@@ -125,17 +123,7 @@ def test_prunable_batchnorms_per_scope():
     assert len(bns) == len(everything - chain)
 
 
-@pytest.mark.parametrize("path,size", [(TINY_CFGS[0], 128), (TINY_CFGS[1], 96)])
-def test_fast_gflops_equal_thop(path, size):
-    model = Darknet(path)
-    assert gflops(model, size) == pytest.approx(count_gflops(model, size), rel=1e-12)
-
-
-def test_analysis_is_fast_on_the_full_cfg():
-    import time
-
-    cfg = parse_cfg(ROOT / "cfgs" / "res2net-yolov3.cfg")
-    start = time.perf_counter()
-    a = analyze(cfg)
-    assert time.perf_counter() - start < 2.0
+def test_the_full_cfg_has_more_to_prune_with_scope_all():
+    """(Its speed is bench/bench_prune.py's business: "goal analyze < 2 s".)"""
+    a = analyze(parse_cfg(ROOT / "cfgs" / "res2net-yolov3.cfg"))
     assert a.prunable("all").sum() > a.prunable("inner").sum() > 0

@@ -20,7 +20,7 @@ from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate, rando
 from test_prune_contract import FULL_RES2NET, raw, removed_masks, set_gammas, spread_gammas
 
 from darknet import Darknet, format_cfg, parse_cfg, parse_cfg_text
-from prune import PruneError, prune_model
+from prune import PruneError, PruneSettings, prune_model
 from prune.block_cut import prune_blocks
 from prune.blocks import RES2NET, UNIT, block_scores, find_blocks, select_blocks
 
@@ -64,10 +64,10 @@ def check_block_contract(model: Darknet, x: torch.Tensor, layers: int, ratio: fl
     """Prune; zero what it removed (blocks: gamma, beta; channels: beta), prune again with the
     same plan, zero the removed channels' gammas: slim == the zeroed dense model."""
     original = raw(model, x)
-    _, first = prune_model(model, ratio, layers=layers, **kw)
+    _, first = prune_model(model, PruneSettings(ratio, layers=layers, **kw))
     zero_blocks(model, first)
     zero_channels(model, first.kept, "bias")
-    slim, report = prune_model(model, ratio, layers=layers, **kw)
+    slim, report = prune_model(model, PruneSettings(ratio, layers=layers, **kw))
     assert report.removed_blocks == tuple(replace(b, score=0.0) for b in first.removed_blocks)
     assert report.kept == first.kept
     zero_channels(model, report.kept, "weight")
@@ -132,7 +132,7 @@ def test_only_identity_residual_blocks_are_found():
     blocks = find_blocks(cfg)
     assert [(b.layer, b.layers, b.kind) for b in blocks] == [
         (2, (2,), RES2NET), (5, (3, 4, 5), UNIT), (25, (23, 24, 25), UNIT)]
-    slim, report = prune_model(calibrate(Darknet(cfg), 16).eval(), 0.0, layers=3)
+    slim, report = prune_model(calibrate(Darknet(cfg), 16).eval(), PruneSettings(0.0, layers=3))
     assert len(slim.cfg.layers) == len(cfg.layers) - 7
 
 
@@ -166,7 +166,7 @@ def test_the_lowest_scored_blocks_go():
               "layers.12.bn3": 0.06}
     modules = dict(model.named_modules())
     set_gammas(model, {n: [g] * modules[n].num_features for n, g in gammas.items()})
-    _, report = prune_model(model, 0.0, layers=3)
+    _, report = prune_model(model, PruneSettings(0.0, layers=3))
     assert [b.layer for b in report.removed_blocks] == [4, 7, 12]
     assert [b.score for b in report.removed_blocks] == pytest.approx([0.05, 0.04, 0.06])
 
@@ -203,21 +203,21 @@ def test_tiny_darknet_has_no_block_to_remove():
     model = dense(TINY_CFGS[0])
     with pytest.raises(PruneError, match=r"--layers 1 is more than the 0 removable blocks of "
                                          r".*tiny-darknet.cfg"):
-        prune_model(model, 0.5, layers=1)
+        prune_model(model, PruneSettings(0.5, layers=1))
 
 
 def test_more_layers_than_blocks_names_both_numbers():
     with pytest.raises(PruneError, match=r"--layers 8 is more than the 7 removable blocks"):
-        prune_model(Darknet(DEMO), 0.0, layers=8)
-    with pytest.raises(PruneError, match=r"--layers must be >= 0, got -1"):
-        prune_model(Darknet(DEMO), 0.5, layers=-1)
+        prune_model(Darknet(DEMO), PruneSettings(0.0, layers=8))
+    with pytest.raises(PruneError, match=r"--layers must be a whole number >= 0, got -1"):
+        prune_model(Darknet(DEMO), PruneSettings(0.5, layers=-1))
 
 
 def test_layers_zero_is_the_channel_pruner_alone():
     model = dense(TINY, seed=3)
     assert prune_blocks(model, 0).model is model
-    slim, report = prune_model(model, 0.5, layers=0)
-    again, plain = prune_model(model, 0.5)
+    slim, report = prune_model(model, PruneSettings(0.5, layers=0))
+    again, plain = prune_model(model, PruneSettings(0.5))
     assert report.removed_blocks == () and report.removable_blocks == 3
     assert report == plain
     for (k, v), (k2, v2) in zip(slim.state_dict().items(), again.state_dict().items(),
@@ -295,13 +295,13 @@ def test_fold_is_exact_where_every_reader_is_1x1_or_unpadded():
     model = _weak_blocks(calibrate(Darknet(cfg), 32, 1).eval(),
                          ("layers.1.bn3", "layers.4.bn", "layers.7.bn3"))
     x = torch.rand(2, 3, 32, 32)
-    slim, report = prune_model(model, 0.0, layers=3)
+    slim, report = prune_model(model, PruneSettings(0.0, layers=3))
     assert [b.layer for b in report.removed_blocks] == [1, 5, 7]
     assert_same_outputs(raw(slim, x), raw(model, x))
     assert {n.conv for n in report.block_folds} == {
         "layers.2.conv1", "layers.10.conv", "layers.12.conv", "layers.14.conv"}
     assert all(n.exact for n in report.block_folds) and not report.block_unfolded
-    unfolded, _ = prune_model(model, 0.0, layers=3, fold=False)
+    unfolded, _ = prune_model(model, PruneSettings(0.0, layers=3, fold=False))
     error = max((u - v).abs().max() for u, v in zip(raw(unfolded, x), raw(model, x),
                                                     strict=True))
     assert error > 1e-2
@@ -312,12 +312,12 @@ def test_fold_notes_name_the_padded_readers():
     conv 3; blocks 4 and 5 reach the 3x3 conv 6 and, through a route, the 1x1 conv1 of the
     triangle at 14. The fold still beats no fold at a realistic input size."""
     model = _weak_blocks(dense(TINY, seed=2), ("layers.2.bn3", "layers.4.bn3", "layers.5.bn3"))
-    slim, report = prune_model(model, 0.0, layers=3)
+    slim, report = prune_model(model, PruneSettings(0.0, layers=3))
     notes = {n.conv: n.exact for n in report.block_folds}
     assert notes == {"layers.3.conv": False, "layers.6.conv": False, "layers.14.conv1": True}
     x = torch.rand(1, 3, 256, 256)
     reference = raw(model, x)
-    unfolded, _ = prune_model(model, 0.0, layers=3, fold=False)
+    unfolded, _ = prune_model(model, PruneSettings(0.0, layers=3, fold=False))
 
     def error(m):
         return max((u - v).abs().max() for u, v in zip(raw(m, x), reference, strict=True))
@@ -331,6 +331,6 @@ def test_an_offset_is_not_folded_past_a_nonlinear_add():
             + YOLO_HEAD)
     model = _weak_blocks(calibrate(Darknet(parse_cfg_text(text)), 16).eval(),
                          ("layers.1.bn3",))
-    _, report = prune_model(model, 0.0, layers=1)
+    _, report = prune_model(model, PruneSettings(0.0, layers=1))
     assert [n.conv for n in report.block_folds] == ["layers.2.conv"]
     assert [n.where for n in report.block_unfolded] == ["layer 3: an add with activation=leaky"]

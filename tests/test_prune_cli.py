@@ -18,6 +18,8 @@ from darknet import Darknet
 TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
 OTHER = ROOT / "tests" / "cfgs" / "tiny-darknet.cfg"
 
+pytestmark = pytest.mark.e2e  # every test runs main.main (one a main.py subprocess)
+
 NOTHING_TO_PRUNE = """
 [net]
 width=16
@@ -147,13 +149,6 @@ def test_exit_code_from_the_shell(tmp_path):
     assert r.stderr.strip() == "error: --ratio must be in [0, 1), got 2"
 
 
-def test_cli_floor_is_the_library_default():
-    from commands.prune import MIN_KEEP
-    from prune.select import DEFAULT_MIN_KEEP, MinKeep
-
-    assert MinKeep.parse(MIN_KEEP) == DEFAULT_MIN_KEEP
-
-
 # ---------------------------------------------------------------- layer pruning
 
 def test_analyze_lists_the_removable_blocks_without_scores(capsys):
@@ -201,7 +196,7 @@ def test_prune_layers_alone(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     ([], "error: give --ratio (channels), --layers (blocks) or both"),
     (["--layers", "4"], "error: --layers 4 is more than the 3 removable blocks of "),
-    (["--layers", "-1", "--ratio", "0.5"], "error: --layers must be >= 0, got -1")])
+    (["--layers", "-1", "--ratio", "0.5"], "error: --layers must be a whole number >= 0, got -1")])
 def test_bad_layers(tmp_path, capsys, argv, message):
     code, _, err = run(["prune", "--cfg", TINY, "--random-gammas", "0", *argv,
                         "--out", tmp_path / "o"], capsys)

@@ -17,7 +17,7 @@ import torch
 from conftest import ROOT, TINY_CFGS, YOLO_HEAD, randomize_bn
 
 from darknet import Darknet, parse_cfg_text
-from prune import MinKeep, analyze, prune_model, write_pruned
+from prune import MinKeep, PruneSettings, analyze, prune_model, write_pruned
 from prune.pipeline import PRUNED_CFG, PRUNED_WEIGHTS
 from prune.select import FloorNote
 
@@ -73,16 +73,22 @@ def dense(path, seed=0) -> Darknet:
     return spread_gammas(randomize_bn(Darknet(path), seed), seed).eval()
 
 
+def by_gamma(ratio: float, **settings) -> PruneSettings:
+    """Network slimming's plain ranking: the hand-made cases below reason in gammas alone."""
+    return PruneSettings(ratio, flops_exponent=0.0, **settings)
+
+
 def check_contract(model: Darknet, x: torch.Tensor, **prune_args):
     """Prune, zero the removed betas, prune again (same plan): slim == masked.
 
     Takes ``model`` over: its removed channels' betas, then gammas, are zeroed in place.
     """
-    _, first = prune_model(model, **prune_args)
+    settings = PruneSettings(**prune_args)
+    _, first = prune_model(model, settings)
     with torch.no_grad():
         for bn, mask in removed_masks(model, first.kept):
             bn.bias[mask] = 0
-    slim, report = prune_model(model, **prune_args)
+    slim, report = prune_model(model, settings)
     assert report.kept == first.kept  # betas do not enter the selection
     slim_out = raw(slim, x)
     with torch.no_grad():
@@ -104,6 +110,7 @@ def test_slim_equals_masked_tiny(path, ratio, scope):
     assert report.params_after < report.params_before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FULL_RES2NET, ids=lambda p: p.name)
 def test_slim_equals_masked_full_res2net(path):
     model = dense(path)
@@ -207,13 +214,13 @@ def test_fold_is_exact_for_1x1_readers(tmp_path):
                        {"layers.0.bn": weak, "layers.1.bn": weak, "layers.3.bn3": weak})
     model = betas_zero_where_read_by_padded_kxk(model)
     x = torch.randn(2, 3, 32, 32)
-    slim, report = prune_model(model, 0.5, min_keep=1)
+    slim, report = prune_model(model, by_gamma(0.5, min_keep=1))
     assert report.kept["layers.3.bn3"] == list(range(0, 12, 2))
     reference = raw(masked(model, report.kept), x)
     assert_outputs_close(raw(slim, x), reference)
     shifted = {n.conv for n in report.folds if n.max_shift > 1e-3}
     assert {"layers.3.conv1", "layers.3.conv3", "layers.6.conv1", "layers.9.conv"} <= shifted
-    unfolded, _ = prune_model(model, 0.5, min_keep=1, fold=False)
+    unfolded, _ = prune_model(model, by_gamma(0.5, min_keep=1, fold=False))
     error = max((u - v).abs().max().item() for u, v in zip(raw(unfolded, x), reference,
                                                            strict=True))
     assert error > 1e-3  # folding is what closes the gap
@@ -225,8 +232,8 @@ def test_fold_reduces_the_error_with_3x3_readers(path):
     approximate; it must still beat not folding, at a realistic input size."""
     model = dense(path, seed=5)
     x = torch.randn(1, 3, 256, 256)
-    slim, report = prune_model(model, 0.5)
-    unfolded, _ = prune_model(model, 0.5, fold=False)
+    slim, report = prune_model(model, PruneSettings(0.5))
+    unfolded, _ = prune_model(model, PruneSettings(0.5, fold=False))
     reference = raw(masked(model, report.kept), x)
 
     def error(m):
@@ -278,7 +285,7 @@ def test_block_width_from_group_importances():
         "layers.1.bns.1": [0.001, 0.05, 0.002, 0.003],
         "layers.1.bns.2": [0.024, 0.025, 0.25, 0.026],  # K_2
     })
-    slim, report = prune_model(model, 0.5, scope="inner", min_keep=1)
+    slim, report = prune_model(model, by_gamma(0.5, scope="inner", min_keep=1))
     assert report.kept["layers.1.bn1"] == [0, 1, 4, 6, 9, 10, 13, 15]
     assert report.kept["layers.1.bns.0"] == [0, 2]
     assert report.kept["layers.1.bns.1"] == [1, 2]
@@ -298,7 +305,7 @@ def test_residual_chain_pruned_as_one_group():
         "layers.1.bns.1": [1.0] * 4, "layers.1.bns.2": [1.0] * 4,
     })
     # 28 prunable coupled channels; 0.15 removes 4: the chain's four weak ones.
-    slim, report = prune_model(model, 0.15, min_keep=1)
+    slim, report = prune_model(model, by_gamma(0.15, min_keep=1))
     assert report.kept["layers.0.bn"] == report.kept["layers.1.bn3"] == [0, 2, 4, 6]
     assert slim.cfg.layers[0].filters == 4
     assert slim.layers[1].conv1.in_channels == 4 and slim.layers[1].conv3.out_channels == 4
@@ -314,7 +321,7 @@ def test_chain_channels_ranked_by_mean_gamma():
         "layers.1.bns.1": [0.5] * 4, "layers.1.bns.2": [0.5] * 4,
     })
     # 28 prunable coupled channels; 0.25 removes 7: the chain's seven weakest.
-    slim, report = prune_model(model, 0.25, min_keep=1)
+    slim, report = prune_model(model, by_gamma(0.25, min_keep=1))
     assert report.kept["layers.0.bn"] == report.kept["layers.1.bn3"] == [7]
     assert report.kept["layers.1.bn1"] == list(range(16))
     assert slim.cfg.layers[0].filters == 1
@@ -327,7 +334,7 @@ def test_floor_keeps_a_layer_alive_and_says_so():
         "layers.1.bn1": [1e-4 * (i + 1) for i in range(16)],
         "layers.1.bns.0": [1e-5] * 4, "layers.1.bns.1": [1e-5] * 4, "layers.1.bns.2": [1e-5] * 4,
     })
-    slim, report = prune_model(model, 0.7, scope="inner", min_keep="2")
+    slim, report = prune_model(model, by_gamma(0.7, scope="inner", min_keep="2"))
     assert slim.cfg.layers[1].width == 2
     assert report.kept["layers.1.bn1"] == [2, 3, 6, 7, 10, 11, 14, 15]  # top 2 per group
     notes = {f.layer: f for f in report.floors}
@@ -338,7 +345,7 @@ def test_floor_keeps_a_layer_alive_and_says_so():
 @pytest.mark.parametrize("path", TINY_CFGS, ids=lambda p: p.name)
 def test_round_to_gives_multiples(path):
     model = dense(path, seed=2)
-    slim, report = prune_model(model, 0.6, round_to=4, min_keep=1)
+    slim, report = prune_model(model, PruneSettings(0.6, round_to=4, min_keep=1))
     modules = dict(model.named_modules())
     for name, idx in report.kept.items():
         n = modules[name].num_features
@@ -348,7 +355,7 @@ def test_round_to_gives_multiples(path):
 
 def test_min_keep_fraction_floor_on_every_layer():
     model = dense(TINY_CFGS[1], seed=4)
-    slim, report = prune_model(model, 0.95, min_keep=MinKeep(0.25))
+    slim, report = prune_model(model, PruneSettings(0.95, min_keep=MinKeep(0.25)))
     modules = dict(model.named_modules())
     for name, idx in report.kept.items():
         assert len(idx) >= -(-modules[name].num_features // 4), name
@@ -359,7 +366,7 @@ def test_min_keep_fraction_floor_on_every_layer():
 def test_written_files_reload_and_prune_again(tmp_path):
     model = dense(TINY_CFGS[1], seed=6)
     x = torch.randn(1, 3, 64, 64)
-    slim, report = prune_model(model, 0.4)
+    slim, report = prune_model(model, PruneSettings(0.4))
     files = write_pruned(slim, report, tmp_path / "p1")
     reloaded = Darknet(files.cfg)
     reloaded.load_weights(files.weights)
@@ -380,7 +387,7 @@ def test_written_files_reload_and_prune_again(tmp_path):
 
 def test_ratio_zero_keeps_everything():
     model = dense(TINY_CFGS[0])
-    slim, report = prune_model(model, 0.0)
+    slim, report = prune_model(model, PruneSettings(0.0))
     assert report.params_after == report.params_before and report.removed_channels == 0
     x = torch.randn(1, 3, 64, 64)
     assert_outputs_close(raw(slim, x), raw(model, x), atol=1e-6, rtol=1e-6)
@@ -389,7 +396,7 @@ def test_ratio_zero_keeps_everything():
 def test_input_model_is_not_modified():
     model = dense(TINY_CFGS[0])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    prune_model(model, 0.5)
+    prune_model(model, PruneSettings(0.5))
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k], atol=0, rtol=0)
 
@@ -397,11 +404,11 @@ def test_input_model_is_not_modified():
 def test_float64_model_gives_float64_slim_model_and_tight_equality():
     model = dense(TINY_CFGS[0], seed=7).double()
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
-    _, first = prune_model(model, 0.5)
+    _, first = prune_model(model, PruneSettings(0.5))
     with torch.no_grad():
         for bn, mask in removed_masks(model, first.kept):
             bn.bias[mask] = 0
-    slim, report = prune_model(model, 0.5)
+    slim, report = prune_model(model, PruneSettings(0.5))
     assert all(p.dtype == torch.float64 for p in slim.parameters())
     assert_outputs_close(raw(slim, x), raw(masked(model, report.kept), x), atol=1e-12,
                          rtol=1e-12)

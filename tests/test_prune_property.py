@@ -24,7 +24,7 @@ from test_prune_blocks import assert_same_outputs, zero_blocks, zero_channels
 from test_prune_contract import assert_outputs_close, raw, removed_masks, spread_gammas
 
 from darknet import Darknet, parse_cfg_text
-from prune import PruneError, analyze, prune_model, write_pruned
+from prune import PruneError, PruneSettings, analyze, prune_model, write_pruned
 from prune.blocks import find_blocks
 
 IMG = 16
@@ -140,20 +140,20 @@ def test_prune_write_reload_equals_masked(text, seed, ratio, scope, min_keep, ro
     cfg = parse_cfg_text(text, "random.cfg")
     torch.manual_seed(seed)
     model = spread_gammas(randomize_bn(Darknet(cfg), seed), seed).eval()
-    args = dict(ratio=ratio, scope=scope, min_keep=min_keep, round_to=round_to)
+    chosen = PruneSettings(ratio=ratio, scope=scope, min_keep=min_keep, round_to=round_to)
     if not analyze(cfg).prunable(scope).any():
         try:
-            prune_model(model, **args)
+            prune_model(model, chosen)
         except PruneError as e:
             assert "nothing to prune" in str(e)
             return
         raise AssertionError("expected PruneError for a cfg with nothing to prune")
 
-    _, first = prune_model(model, **args)
+    _, first = prune_model(model, chosen)
     with torch.no_grad():
         for bn, mask in removed_masks(model, first.kept):
             bn.bias[mask] = 0
-    slim, report = prune_model(model, **args)
+    slim, report = prune_model(model, chosen)
     assert report.kept == first.kept
     reloaded = written_and_reloaded(slim, report)
     x = torch.randn(2, 3, IMG, IMG)
@@ -174,10 +174,10 @@ BLOCK_KINDS = ("conv", "res2net", "res2net", "unit", "unit", "route", "shortcut"
 
 def _prune_blocks_and_channels(model, layers, ratio):
     try:
-        return prune_model(model, ratio, layers=layers)
+        return prune_model(model, PruneSettings(ratio, layers=layers))
     except PruneError as e:  # the blocks took the last prunable channels with them
         assert "nothing to prune" in str(e)
-        return prune_model(model, 0.0, layers=layers)
+        return prune_model(model, PruneSettings(0.0, layers=layers))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -190,7 +190,7 @@ def test_layer_prune_write_reload_equals_zeroed_dense(text, seed, data):
     model = calibrate(spread_gammas(randomize_bn(Darknet(cfg), seed), seed), IMG, seed).eval()
     with pytest.raises(PruneError, match=f"--layers {len(blocks) + 1} is more than the "
                                          f"{len(blocks)} removable blocks"):
-        prune_model(model, 0.0, layers=len(blocks) + 1)
+        prune_model(model, PruneSettings(0.0, layers=len(blocks) + 1))
     layers = data.draw(st.integers(0, len(blocks)), label="layers")
     ratio = data.draw(st.sampled_from([0.0, 0.0, 0.5]), label="ratio")
 

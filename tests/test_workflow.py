@@ -94,6 +94,7 @@ def _train(tiny_data, tmp_path, hooks, epochs=2):
     return trainer
 
 
+@pytest.mark.slow
 def test_sparse_training_shrinks_prunable_gammas_faster(tiny_data, tmp_path):
     from prune import prunable_batchnorm_names
 
@@ -154,9 +155,9 @@ def test_compare_rows_and_ratios_are_consistent(tiny_data, tmp_path):
 
     dense = Darknet(DEMO_CFG)
     dense.save_weights(tmp_path / "dense.weights")
-    from prune import prune_model, write_pruned
+    from prune import PruneSettings, prune_model, write_pruned
 
-    slim, report = prune_model(dense, 0.5)
+    slim, report = prune_model(dense, PruneSettings(0.5))
     write_pruned(slim, report, tmp_path / "p")
     specs = [ModelSpec.parse(f"dense={DEMO_CFG},{tmp_path / 'dense.weights'}"),
              ModelSpec.parse(f"slim={tmp_path / 'p' / 'pruned.cfg'},"
@@ -186,6 +187,7 @@ def test_compare_rejects_models_with_different_class_counts(tmp_path):
         ModelSpec.parse("just-a-name")
 
 
+@pytest.mark.e2e
 def test_bad_workflow_input_exits_2(tmp_path):
     proc = run_main("sparse", "--s", "-0.1", "--out", tmp_path / "s")
     assert proc.returncode == 2 and "--s must be >= 0, got -0.1" in proc.stderr
@@ -197,6 +199,8 @@ def test_bad_workflow_input_exits_2(tmp_path):
     assert proc.returncode == 2 and "expects" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
     out = tmp_path / "pipe"
     args = ["pipeline", "--out", out, "--data", tiny_data, "--img-size", 64,
@@ -224,9 +228,10 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
     assert other.returncode == 2 and "other settings (ratio" in other.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("flag,value,message", [
-    ("--ratio", "1", "--ratio must be in [0, 1), got 1.0"),
-    ("--flops-exponent", "2", "--flops-exponent must be in [0, 1], got 2.0")])
+    ("--ratio", "1", "--ratio must be in [0, 1), got 1"),
+    ("--flops-exponent", "2", "--flops-exponent must be in [0, 1], got 2")])
 def test_pipeline_refuses_bad_prune_settings_before_training(tmp_path, flag, value, message):
     out = tmp_path / "pipe"
     proc = run_main("pipeline", "--out", out, flag, value)

@@ -1,0 +1,207 @@
+"""What a prune run is asked to do: one frozen value, parsed at the CLI edge, validated once.
+
+:class:`PruneSettings` holds every knob of ``prune_model``. Each field carries its default,
+its help text and its check, so adding a knob is adding a field here: ``main.py prune`` gets
+the flag (``add_arguments``), a bad value is refused with one message before any work
+(``__post_init__``), and the prune report records it (``as_dict``). ``main.py pipeline``
+forwards the fields it names to its prune stage (``argv``).
+
+Imports neither torch nor numpy: ``main.py prune --help`` reads this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import PruneError
+
+
+class Scope(enum.StrEnum):
+    """``inner``: never touch residual chains (the classic approach); ``all``: prune them too."""
+
+    INNER = "inner"
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class MinKeep:
+    """The per-layer floor: a fraction of the layer's channels (``0 < value < 1``) or a count.
+
+    ``MinKeep.parse("0.1")`` keeps 10% (rounded up), ``MinKeep.parse("8")`` keeps 8 (or the
+    whole layer if smaller). The floor is never below one channel.
+    """
+
+    value: float
+
+    def __post_init__(self):
+        if not (0 < self.value < 1 or (self.value >= 1 and float(self.value).is_integer())):
+            raise PruneError(f"--min-keep must be a fraction in (0, 1) or a whole count >= 1, "
+                             f"got {self.value:g}")
+
+    @classmethod
+    def parse(cls, text: str | float | MinKeep) -> MinKeep:
+        if isinstance(text, MinKeep):
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            raise PruneError(f"--min-keep must be a fraction in (0, 1) or a whole count >= 1, "
+                             f"got {text!r}") from None
+        return cls(value)
+
+    def of(self, size: int) -> int:
+        wanted = math.ceil(self.value * size) if self.value < 1 else int(self.value)
+        return max(1, min(wanted, size))
+
+    def __str__(self) -> str:
+        return f"{self.value:g}"
+
+
+# -- checks: (flag, value) -> the value in its settled type, or PruneError ------------------
+Check = Callable[[str, Any], Any]
+
+
+def _interval(low: float, high: float, *, high_open: bool) -> Check:
+    def check(flag: str, value: Any) -> float:
+        value = float(value)
+        inside = low <= value < high if high_open else low <= value <= high
+        if not inside:
+            raise PruneError(f"{flag} must be in [{low:g}, {high:g}{')' if high_open else ']'}, "
+                             f"got {value:g}")
+        return value
+    return check
+
+
+def _at_least(low: int) -> Check:
+    def check(flag: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise PruneError(f"{flag} must be a whole number >= {low}, got {value}")
+        return int(value)
+    return check
+
+
+def _scope(flag: str, value: Any) -> Scope:
+    try:
+        return Scope(value)
+    except ValueError:
+        raise PruneError(f"{flag} must be one of {', '.join(Scope)}, got {value!r}") from None
+
+
+def _min_keep(flag: str, value: Any) -> MinKeep:
+    return MinKeep.parse(value)
+
+
+def _bool(flag: str, value: Any) -> bool:
+    return bool(value)
+
+
+def _setting(default: Any, check: Check, help_text: str, *, cli_type: type = float,
+             metavar: str | None = None, choices: tuple[str, ...] | None = None):
+    """A field of :class:`PruneSettings`: its default, check and command-line form."""
+    return field(default=default, metadata={"check": check, "help": help_text, "type": cli_type,
+                                            "metavar": metavar, "choices": choices})
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Every choice ``prune_model`` makes from outside; the prune report records all of them.
+
+    Numbers and text are accepted where a field has a richer type (``min_keep=1``,
+    ``scope="inner"``) and settled by its check, so a constructed value is always valid.
+    """
+
+    ratio: float = _setting(
+        0.5, _interval(0, 1, high_open=True),
+        "fraction of the prunable (coupled) channels to remove, in [0, 1)")
+    layers: int = _setting(
+        0, _at_least(0), "first remove the N blocks whose BN before the add has the lowest mean "
+        "|gamma|", cli_type=int, metavar="N")
+    # Measured on the demo (README, "The demo, measured"): at --ratio 0.5, E = 0 keeps 38% of
+    # the GFLOPs, E = 0.1 keeps 29% with fewer parameters too, and fine-tunes to the same mAP.
+    flops_exponent: float = _setting(
+        0.1, _interval(0, 1, high_open=False),
+        "rank channels by mean |gamma| / (their multiply-adds)^E, E in [0, 1]: 0 is network "
+        "slimming's gamma alone, 1 is gamma per multiply-add; a larger E cuts more GFLOPs at "
+        "the same --ratio", metavar="E")
+    scope: Scope = _setting(
+        Scope.ALL, _scope, "all: prune residual chains as groups; inner: leave them",
+        cli_type=str, choices=tuple(Scope))
+    # A fifth of every layer: at 10% the FLOPs-weighted ranking thinned the demo's 8-channel
+    # stem to one channel, and the fine-tuned model ended 0.01 mAP@.5 lower than with two.
+    min_keep: MinKeep = _setting(
+        MinKeep(0.2), _min_keep,
+        "per-layer floor: a fraction (0.2 = 20%%, rounded up) or a count (8)", cli_type=str)
+    round_to: int = _setting(
+        1, _at_least(1), "keep a multiple of N channels per layer (or all of them)",
+        cli_type=int, metavar="N")
+    fold: bool = _setting(
+        True, _bool, "do not fold removed channels' and blocks' act(beta) into their readers",
+        cli_type=bool)
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, f.metadata["check"](flag_of(f.name),
+                                                                 getattr(self, f.name)))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PruneSettings:
+        """The settings a parsed command line gives (fields it has no flag for: defaults)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: numbers and flags as they are, scope and floor as their text."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def argv(self, names: Iterable[str]) -> list[str]:
+        """The ``main.py prune`` arguments that give these values of the fields ``names``."""
+        out: list[str] = []
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                out += [] if value else [flag_of(name)]
+            else:
+                out += [flag_of(name), str(value)]
+        return out
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Scope | MinKeep) else value
+
+
+def _field(name: str):
+    return next(f for f in fields(PruneSettings) if f.name == name)
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a field: ``--flops-exponent``; ``--no-fold`` for a switch."""
+    dashed = name.replace("_", "-")
+    return f"--no-{dashed}" if _field(name).metadata["type"] is bool else f"--{dashed}"
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
+                  unset: Mapping[str, str] | None = None) -> None:
+    """Add the flags of ``names`` (default: every field).
+
+    ``unset`` maps fields whose flag defaults to None (the command decides what that means) to
+    what the help says instead of the default. Values stay raw here (argparse would turn a bad
+    one into a usage dump): the checks run when :meth:`PruneSettings.from_args` builds the
+    settings, and say what is wrong in one line.
+    """
+    unset = unset or {}
+    wanted = [f.name for f in fields(PruneSettings)] if names is None else list(names)
+    for name in wanted:
+        f, flag = _field(name), flag_of(name)
+        meta = f.metadata
+        if meta["type"] is bool:
+            parser.add_argument(flag, dest=name, action="store_false", help=meta["help"])
+            continue
+        default = None if name in unset else _plain(f.default)
+        parser.add_argument(flag, dest=name, type=meta["type"], default=default,
+                            metavar=meta["metavar"], choices=meta["choices"],
+                            help=f"{meta['help']} (default: {unset.get(name, default)})")
