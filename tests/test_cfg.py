@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS
+from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
 
 from darknet import CfgError, Darknet, format_cfg, parse_cfg, parse_cfg_text
 from darknet.sections import SECTION_TYPES, RouteSection, YoloSection
@@ -51,13 +51,14 @@ def test_relative_route_indices_are_resolved_and_written_back_relative():
     assert "layers=-1, 61" in format_cfg(cfg)
 
 
-@pytest.mark.parametrize("path", OFFICIAL_CFGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sized(OFFICIAL_CFGS))
 def test_official_darknet_cfgs_build(path):
     model = Darknet(path)
     assert len(model.yolo_layers) in (2, 3)
     assert model.num_classes == 80
 
 
+@pytest.mark.slow
 def test_yolov3_has_the_published_parameter_count():
     model = Darknet(ROOT / "cfgs" / "yolov3.cfg")
     assert sum(p.numel() for p in model.parameters()) == 61_949_149
@@ -139,6 +140,7 @@ def test_bad_cfg_is_reported_with_file_and_line(tmp_path, tail, message, line):
 
 
 @pytest.mark.parametrize("tail,message,line", BAD_CASES[:1] + BAD_CASES[6:7])
+@pytest.mark.e2e
 def test_cli_reports_bad_cfg_in_one_line_with_exit_2(tmp_path, tail, message, line):
     path = tmp_path / "bad.cfg"
     path.write_text(BASE + tail)

@@ -16,8 +16,9 @@ from yolodata import ensure_demo_dataset
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
-                                reason="torch.distributed is not available")
+pytestmark = [pytest.mark.skipif(not torch.distributed.is_available(),
+                                 reason="torch.distributed is not available"),
+              pytest.mark.slow]  # processes that train for several steps
 
 
 def free_port() -> int:
@@ -72,6 +73,7 @@ def test_two_gloo_processes_step_and_keep_replicas_equal(data_yaml, tmp_path):
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "results.json").is_file()
 
 
+@pytest.mark.e2e
 def test_torchrun_main_train(data_yaml, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

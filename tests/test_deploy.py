@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CFGS, randomize_bn
+from conftest import ROOT, TINY_CFGS, randomize_bn, sized
 from torch import nn
 
 from darknet import Darknet
@@ -22,7 +22,7 @@ def test_fold_conv_bn_matches_conv_then_bn():
         torch.testing.assert_close(fold_conv_bn(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("cfg", CFGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("cfg", sized(CFGS))
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_inference_forms_give_the_models_outputs(cfg, runtime):
     model = randomize_bn(Darknet(cfg), seed=1).eval()

@@ -39,6 +39,7 @@ def small_config(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_overfits_a_handful_of_images(spec, tmp_path):
     """Loss falls and mAP climbs on 4 un-augmented images seen over and over."""
     fixed = YoloDataset(spec.val, spec.num_classes, 64, augment=False)
@@ -64,6 +65,7 @@ class Interrupt(Hook):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_resume_continues_with_identical_state(spec, tmp_path, optimizer):
     config = small_config(epochs=3, ema=True, eval_interval=2, optimizer=optimizer)
@@ -107,6 +109,7 @@ class PoisonAt(Hook):
         return torch.tensor(float("nan")) if trainer.epoch == self.epoch else None
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_last_good_checkpoint_intact(spec, tmp_path):
     data = build_data(spec, 64)
     config = small_config(epochs=3)
@@ -162,6 +165,7 @@ def epoch_of(metrics):
     return metrics["epoch"]
 
 
+@pytest.mark.slow
 def test_hooks_run_in_order_and_their_columns_reach_the_results(spec, tmp_path):
     recorder = Recorder()
     config = small_config(epochs=1)

@@ -23,6 +23,7 @@ def test_heads_at_608_are_19_38_76_by_255(name):
     assert [s.stride for s in shapes if s.kind == "yolo"] == [32, 16, 8]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FULL_RES2NET)
 def test_full_res2net_cfgs_run_at_reduced_size(name):
     model = Darknet(ROOT / "cfgs" / name).eval()
@@ -44,7 +45,8 @@ def test_seed_table_blocks():
     assert tri.count("triangle") == 6 and tri.count("res2net") == 23
 
 
-@pytest.mark.parametrize("name", ["yolov3-tiny.cfg", "yolov3-spp.cfg"])
+@pytest.mark.parametrize("name", ["yolov3-tiny.cfg",
+                                  pytest.param("yolov3-spp.cfg", marks=pytest.mark.slow)])
 def test_official_variants_forward(name):
     model = Darknet(ROOT / "tests" / "data" / "darknet" / name).eval()
     with torch.no_grad():
@@ -72,6 +74,7 @@ def test_eval_decoding_follows_the_documented_layout():
     assert fine.shape == (1, 3 * 16 * 16, 7)
 
 
+@pytest.mark.slow
 def test_layer_outputs_kept_only_where_needed():
     model = Darknet(ROOT / "cfgs" / "yolov3.cfg")
     assert 61 in model._saved and 36 in model._saved
@@ -83,6 +86,7 @@ def run_info(*args):
                           capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.mark.e2e
 def test_info_json_reports_params_gflops_outputs():
     proc = run_info("--cfg", "cfgs/demo.cfg", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -94,12 +98,14 @@ def test_info_json_reports_params_gflops_outputs():
     assert sum(r["params"] for r in data["layers"]) == data["params"]
 
 
+@pytest.mark.e2e
 def test_info_gflops_scale_with_input_area():
     small = json.loads(run_info("--cfg", "cfgs/demo.cfg", "--json", "--img-size", "128").stdout)
     big = json.loads(run_info("--cfg", "cfgs/demo.cfg", "--json", "--img-size", "256").stdout)
     assert big["gflops"] == pytest.approx(4 * small["gflops"], rel=1e-6)
 
 
+@pytest.mark.e2e
 def test_info_table_and_bad_size():
     proc = run_info("--cfg", "tests/cfgs/tiny-darknet.cfg")
     assert proc.returncode == 0 and "maxpool" in proc.stdout and "params:" in proc.stdout

@@ -17,7 +17,7 @@ from collections import defaultdict
 import pytest
 import torch
 import torch_pruning as tp
-from conftest import ROOT, randomize_bn
+from conftest import ROOT, randomize_bn, sized
 from split_free import SplitFreeDarknet, unsplit_name
 from torch import nn
 
@@ -88,7 +88,7 @@ def test_split_free_copy_computes_the_same(path):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("path", CFGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sized(CFGS))
 def test_coupling_classes_match_torch_pruning(path):
     model = Darknet(path)
     ours = our_classes(model)

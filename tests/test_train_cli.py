@@ -12,6 +12,8 @@ from yolodata import ensure_demo_dataset
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
 
+pytestmark = pytest.mark.e2e  # every test runs main.main
+
 
 @pytest.fixture(scope="module")
 def data_yaml(tmp_path_factory):

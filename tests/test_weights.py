@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import FULL_SIZE, OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS
+from conftest import FULL_SIZE, OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
 
 from darknet import Darknet, WeightsError, WeightsHeader
 
@@ -26,12 +26,11 @@ def random_weights(model: Darknet, seed: int = 0) -> Darknet:
 
 
 # Full-size files are ~250 MB each: both header versions are exercised on the small cfgs.
-ROUND_TRIPS = [(p, h) for p in ALL_CFGS for h in HEADERS
-               if h is HEADERS[0] or p.name not in FULL_SIZE]
+ROUND_TRIPS = [case for h in HEADERS for case in sized(ALL_CFGS, h)
+               if h is HEADERS[0] or case.values[0].name not in FULL_SIZE]
 
 
-@pytest.mark.parametrize("path,header", ROUND_TRIPS,
-                         ids=lambda v: v.name if hasattr(v, "name") else f"v{v.major}.{v.minor}")
+@pytest.mark.parametrize("path,header", ROUND_TRIPS)
 def test_write_read_write_is_byte_identical(tmp_path, path, header):
     model = random_weights(Darknet(path))
     first, second = tmp_path / "a.weights", tmp_path / "b.weights"
