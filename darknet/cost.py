@@ -11,8 +11,8 @@ the GFLOPs this project has always printed stay the same:
   nothing.
 
 GFLOPs are ``2 * multiply-adds / 1e9``. The ranking in ``prune.importance`` charges each
-coupled channel its convs' share, from the same :class:`ConvCost` rows. Torch-free: the sizes
-come from ``darknet.shapes``, never from a forward pass (tests check thop agrees, exactly).
+coupled channel its convs' share, from the same :class:`ConvCost` rows. The sizes come from
+``darknet.shapes``, never from a forward pass (tests check that thop agrees, exactly).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import blocks
 from .cfg import Cfg
 from .errors import CfgError
 from .sections import (
@@ -117,19 +118,45 @@ def _nothing(s: Section, shape: LayerShape) -> tuple[ConvCost, ...]:
     return ()
 
 
-def _multiscale_branch(s: MultiScaleSection, shape: LayerShape) -> tuple[ConvCost, ...]:
-    """conv1 (1x1), then the 3x3 K_i, all at the block's resolution (darknet.blocks)."""
-    width, h, w = s.group_width(shape.in_channels), shape.out.h, shape.out.w
-    conv1 = ConvCost("conv1", shape.in_channels, width * s.scale, 1, True, h, w)
-    return (conv1, *(ConvCost(f"convs.{k}", width, width, 3, True, h, w)
-                     for k in range(max(s.scale - 1, 1))))
+class _CostOps:
+    """The multi-scale branch (``darknet.blocks.multiscale_branch``) on channel counts: it
+    lists each conv it meets, all at the block's resolution."""
+
+    def __init__(self, s: MultiScaleSection, shape: LayerShape):
+        self.width, self.scale = s.group_width(shape.in_channels), s.scale
+        self.h, self.w = shape.out.h, shape.out.w
+        self.convs: list[ConvCost] = []
+
+    def record(self, name: str, c_in: int, c_out: int, kernel: int) -> int:
+        self.convs.append(ConvCost(name, c_in, c_out, kernel, True, self.h, self.w))
+        return c_out
+
+    def conv1(self, x: int) -> int:
+        return self.record("conv1", x, self.width * self.scale, 1)
+
+    def split(self, y: int, parts: int) -> list[int]:
+        return [y // parts] * parts
+
+    def conv(self, k: int, x: int) -> int:
+        return self.record(f"convs.{k}", x, self.width, blocks.KERNEL)
+
+    def add(self, a: int, b: int) -> int:
+        return a
+
+    def concat(self, parts: list[int]) -> int:
+        return sum(parts)
+
+
+def _triangle(s: TriangleSection, shape: LayerShape) -> tuple[ConvCost, ...]:
+    ops = _CostOps(s, shape)
+    blocks.multiscale_branch(ops, shape.in_channels, s.scale)
+    return tuple(ops.convs)
 
 
 def _res2net(s: Res2NetSection, shape: LayerShape) -> tuple[ConvCost, ...]:
-    branch = _multiscale_branch(s, shape)
-    conv3 = ConvCost("conv3", branch[0].out_channels, shape.out.c, 1, True, shape.out.h,
-                     shape.out.w)
-    return (*branch, conv3)
+    ops = _CostOps(s, shape)
+    ops.record("conv3", blocks.multiscale_branch(ops, shape.in_channels, s.scale), shape.out.c, 1)
+    return tuple(ops.convs)
 
 
 COST_RULES: dict[type[Section], CostRule] = {
@@ -140,7 +167,7 @@ COST_RULES: dict[type[Section], CostRule] = {
     MaxpoolSection: _nothing,
     YoloSection: _nothing,
     Res2NetSection: _res2net,
-    TriangleSection: _multiscale_branch,
+    TriangleSection: _triangle,
 }
 
 
