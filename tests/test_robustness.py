@@ -99,6 +99,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
+@pytest.mark.e2e  # runs main.main
 def test_prune_whose_second_write_fails_leaves_the_old_pair_intact(tmp_path, monkeypatch,
                                                                     capsys):
     out = tmp_path / "prune"
@@ -117,6 +118,7 @@ def test_prune_whose_second_write_fails_leaves_the_old_pair_intact(tmp_path, mon
     pair_loads(out)
 
 
+@pytest.mark.e2e  # runs main.main
 def test_prune_killed_between_its_renames_leaves_no_cfg_beside_other_weights(tmp_path,
                                                                             monkeypatch,
                                                                             capsys):
@@ -144,6 +146,7 @@ def test_prune_killed_between_its_renames_leaves_no_cfg_beside_other_weights(tmp
 
 # ------------------------------------------------------------------ 5. read-only / full disk
 
+@pytest.mark.e2e  # runs main.main
 def test_out_under_a_regular_file_fails_in_one_line_before_any_work(tmp_path, demo_yaml,
                                                                     monkeypatch, capsys):
     blocker = tmp_path / "file"
@@ -170,6 +173,7 @@ def test_out_under_a_regular_file_fails_in_one_line_before_any_work(tmp_path, de
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.e2e  # runs main.main
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_out_fails_in_one_line(tmp_path, capsys):
     out = tmp_path / "ro"
@@ -183,6 +187,7 @@ def test_read_only_out_fails_in_one_line(tmp_path, capsys):
     assert one_error_line(err).startswith(f"error: {out}: cannot write to --out folder: ")
 
 
+@pytest.mark.e2e  # runs main.main
 def test_full_disk_fails_in_one_line_before_any_work(tmp_path, demo_yaml, monkeypatch, capsys):
     fill_disk(monkeypatch)
     monkeypatch.setattr("prune.prune_model", never("pruning"))
@@ -210,6 +215,7 @@ def test_torch_save_onto_a_full_disk_names_the_file_and_the_cause(tmp_path, monk
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["last.pt"]
 
 
+@pytest.mark.e2e  # runs main.main
 def test_main_turns_any_os_error_into_one_line(monkeypatch, capsys):
     def fails(args):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/some/file")
@@ -228,6 +234,7 @@ def test_cfg_with_a_bom_reads_like_the_plain_one(tmp_path):
     assert parse_cfg_text("\ufeff" + TINY.read_text()) == parse_cfg(TINY)
 
 
+@pytest.mark.e2e  # runs main.main
 def test_text_files_that_are_not_utf8_give_one_line_with_file_and_line(tmp_path, capsys):
     cp1252 = tmp_path / "cp1252.cfg"
     cp1252.write_bytes(TINY.read_bytes() + "# caf\u00e9\n".encode("cp1252"))
@@ -277,6 +284,7 @@ activation=leaky
 """
 
 
+@pytest.mark.e2e  # runs main.main
 def test_cfg_without_a_head_is_fine_for_info_and_refused_by_train_and_eval(tmp_path, capsys,
                                                                          demo_yaml):
     cfg = tmp_path / "backbone.cfg"
@@ -415,6 +423,7 @@ def test_train_skips_a_truncated_jpeg_and_says_so(tmp_path, demo_yaml, monkeypat
 
 # ------------------------------------------------------------------ 9. modes, temps, flags
 
+@pytest.mark.e2e  # runs main.main
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_written_files_honour_the_umask(tmp_path, umask, mode, capsys):
     old = os.umask(umask)
@@ -492,6 +501,7 @@ def test_data_given_a_folder_says_what_is_expected(tmp_path, demo_yaml):
         load_spec(tmp_path)
 
 
+@pytest.mark.e2e  # runs main.main
 def test_compare_refuses_img_size_0_like_eval(capsys):
     for command in ("compare", "eval"):
         argv = [command, "--img-size", "0"]
