@@ -21,11 +21,12 @@ a removed channel's constant output act(beta) is folded into the layers that rea
 slim model computes what the dense model computes with the removed blocks' pre-add gammas
 and the removed channels' gammas set to zero (exactly where those betas are zero).
 
-The report's "kept" maps each BatchNorm (its module name in the dense model) of the layers
-that survive to its kept channels; "removed_blocks" lists the removed blocks (dense layer
-indices, the scored BatchNorm, the score); its "layers" rows give per cfg layer the output
-channels (and a block's group width and scale) before and after, whether --scope lets the
-pruner cut it, and the residual chain it is on (named by the chain's first layer).
+The report's "settings" records the value of every flag above; "kept" maps each BatchNorm
+(its module name in the dense model) of the layers that survive to its kept channels;
+"removed_blocks" lists the removed blocks (dense layer indices, the scored BatchNorm, the
+score); its "layers" rows give per cfg layer the output channels (and a block's group width
+and scale) before and after, whether --scope lets the pruner cut it, and the residual chain
+it is on (named by the chain's first layer).
 
 example:
   python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --ratio 0.5 --out pruned/

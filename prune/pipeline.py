@@ -73,9 +73,8 @@ class PruneReport:
     block_unfolded: tuple[OffsetNote, ...]  # where such a constant could not be folded
 
     def as_dict(self) -> dict:
-        """The report's JSON: the settings' fields first, at the top level, then the rest."""
-        d = {**self.settings.as_dict(), **asdict(self)}
-        del d["settings"]
+        """The report's JSON; ``settings`` as :meth:`PruneSettings.as_dict` gives them."""
+        d = {**asdict(self), "settings": self.settings.as_dict()}
         d["threshold"] = self.threshold if self.threshold != float("-inf") else None
         return d
 

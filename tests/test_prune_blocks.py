@@ -62,7 +62,8 @@ def assert_same_outputs(a: list[torch.Tensor], b: list[torch.Tensor], **tol) -> 
 def check_block_contract(model: Darknet, x: torch.Tensor, layers: int, ratio: float = 0.0,
                          **kw):
     """Prune; zero what it removed (blocks: gamma, beta; channels: beta), prune again with the
-    same plan, zero the removed channels' gammas: slim == the zeroed dense model."""
+    same plan, zero the removed channels' gammas: slim == the zeroed dense model. ``kw``:
+    other :class:`PruneSettings` fields."""
     original = raw(model, x)
     _, first = prune_model(model, PruneSettings(ratio, layers=layers, **kw))
     zero_blocks(model, first)
@@ -72,7 +73,10 @@ def check_block_contract(model: Darknet, x: torch.Tensor, layers: int, ratio: fl
     assert report.kept == first.kept
     zero_channels(model, report.kept, "weight")
     got = raw(slim, x)
-    assert_same_outputs(got, raw(model, x))
+    # With channels cut too, the tolerance of the channel contract (test_prune_contract): at
+    # the default --flops-exponent yolov3-spp's 8 blocks + ratio 0.5 differ by 1.2e-5 in one
+    # of 1020 outputs (float32 through ~100 layers).
+    assert_same_outputs(got, raw(model, x), **(dict(atol=1e-4, rtol=1e-4) if ratio else {}))
     moved = raw(slim, torch.rand_like(x))
     assert all((g - m).abs().max() > 1e-3 for g, m in zip(got, moved, strict=True))
     assert max((g - o).abs().max() for g, o in zip(got, original, strict=True)) > 1e-3

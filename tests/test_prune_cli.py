@@ -79,7 +79,7 @@ def test_prune_writes_files_prints_table_and_keeps_inputs(tmp_path, weights, cap
     report = json.loads((out_dir / "prune_report.json").read_text())
     assert report["params_after"] < report["params_before"]
     assert report["gflops_after"] < report["gflops_before"]
-    assert report["ratio"] == 0.5 and report["round_to"] == 2
+    assert report["settings"]["ratio"] == 0.5 and report["settings"]["round_to"] == 2
     model = Darknet(out_dir / "pruned.cfg")
     model.load_weights(out_dir / "pruned.weights")
     assert sum(p.numel() for p in model.parameters()) == report["params_after"]
@@ -189,7 +189,7 @@ def test_prune_layers_alone(tmp_path, capsys):
     code, out, _ = run(["prune", "--cfg", TINY, "--random-gammas", "0", "--layers", "1",
                         "--out", tmp_path], capsys)
     report = json.loads((tmp_path / "prune_report.json").read_text())
-    assert code == 0 and report["ratio"] == 0 and report["removed_channels"] == 0
+    assert code == 0 and report["settings"]["ratio"] == 0 and report["removed_channels"] == 0
     assert len(report["removed_blocks"]) == 1
 
 

@@ -372,7 +372,7 @@ def test_written_files_reload_and_prune_again(tmp_path):
     reloaded.load_weights(files.weights)
     assert_outputs_close(raw(reloaded, x), raw(slim, x), atol=1e-6, rtol=1e-6)
     data = json.loads(files.report.read_text())
-    for key in ("params_before", "params_after", "gflops_before", "gflops_after", "ratio",
+    for key in ("params_before", "params_after", "gflops_before", "gflops_after", "settings",
                 "kept"):
         assert key in data
     assert set(data["kept"]) == {n for n, m in model.named_modules()

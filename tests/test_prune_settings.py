@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -17,7 +18,7 @@ from prune.settings import add_arguments, flag_of
 
 def prune_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
-    add_arguments(parser, required=("ratio",))
+    add_arguments(parser)
     return parser
 
 
@@ -35,7 +36,7 @@ def test_every_field_has_a_prune_flag():
 
 
 def test_argv_gives_back_the_same_settings():
-    chosen = PruneSettings(ratio=0.3, flops_exponent=0.0, scope="inner", min_keep=8,
+    chosen = PruneSettings(ratio=0.3, layers=2, flops_exponent=0.0, scope="inner", min_keep=8,
                            round_to=4, fold=False)
     argv = chosen.argv(f.name for f in fields(PruneSettings))
     assert "--no-fold" in argv and argv[:2] == ["--ratio", "0.3"]
@@ -47,7 +48,7 @@ def test_text_and_numbers_settle_into_their_types():
     s = PruneSettings(ratio=0, scope="inner", min_keep="0.1", round_to=2)
     assert s.scope is Scope.INNER and s.min_keep == MinKeep(0.1) and s.ratio == 0.0
     assert PruneSettings(min_keep=1).min_keep == MinKeep(1)
-    assert s.as_dict() == {"ratio": 0.0, "flops_exponent": 0.1, "scope": "inner",
+    assert s.as_dict() == {"ratio": 0.0, "layers": 0, "flops_exponent": 0.1, "scope": "inner",
                            "min_keep": "0.1", "round_to": 2, "fold": True}
 
 
@@ -106,5 +107,6 @@ def test_the_report_records_the_settings():
     _, report = prune_model(randomize_gammas(Darknet(TINY_CFGS[1]), 0), chosen)
     assert report.settings is chosen
     recorded = report.as_dict()
-    assert {k: recorded[k] for k in chosen.as_dict()} == chosen.as_dict()
-    assert "settings" not in recorded and recorded["img_size"] == 64
+    assert recorded["settings"] == chosen.as_dict() and recorded["img_size"] == 64
+    assert len(recorded["layers"]) == len(report.layers)  # the rows, not the --layers count
+    assert json.loads(json.dumps(recorded))["settings"] == chosen.as_dict()

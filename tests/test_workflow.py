@@ -220,7 +220,7 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
     assert table["models"][2]["params"] < table["models"][0]["params"]
     assert table["runtime"] == "folded"
     report = json.loads((out / "prune" / "prune_report.json").read_text())
-    assert report["flops_exponent"] == 0.1  # the pipeline passes prune's default through
+    assert report["settings"]["flops_exponent"] == 0.1  # the pipeline passes prune's default
     # a second run skips every stage; other settings in the same folder are refused
     again = run_main(*args)
     assert again.returncode == 0 and again.stdout.count("skipped") == 5
