@@ -57,6 +57,7 @@ def test_round_ticks_checker_rejects_the_old_charts_ticks():
 # ---------------------------------------------------------------------------- matplotlib stays out
 
 
+@pytest.mark.e2e  # main.py --help in a subprocess
 def test_cli_help_and_the_library_do_not_import_matplotlib():
     probe = """
 import runpy, sys
@@ -214,6 +215,7 @@ def test_gamma_legend_names_every_epoch_when_few_else_first_middle_last(n, shown
     assert names == [f"epoch {e}" for e in shown]  # no cut stored: no line drawn
 
 
+@pytest.mark.e2e  # runs main.main
 def test_sparse_cli_refuses_a_bad_prune_ratio(tmp_path, capsys):
     import main
 
@@ -352,6 +354,7 @@ def train(tiny_data, out, hooks=(), epochs=2):
     return trainer
 
 
+@pytest.mark.slow  # trains two epochs
 def test_a_sparse_run_writes_results_and_gamma_charts(tiny_data, tmp_path):
     from charts import gamma_hist, results
     from sparsity.hook import SparsityHook
@@ -366,6 +369,7 @@ def test_a_sparse_run_writes_results_and_gamma_charts(tiny_data, tmp_path):
     assert (tmp_path / "gamma_hist.png").read_bytes() == charts.render("gamma_hist", stats)
 
 
+@pytest.mark.slow  # trains two epochs
 def test_a_failing_chart_is_one_warning_and_the_run_goes_on(tiny_data, tmp_path, monkeypatch,
                                                              caplog):
     from charts import results
@@ -437,6 +441,7 @@ def test_docs_pictures_copies_both_or_neither(tmp_path, capsys):
                                                                 "prune_report.png": b"p"}
 
 
+@pytest.mark.e2e  # main.main in a subprocess
 def test_prune_without_matplotlib_writes_everything_but_its_chart(tmp_path):
     out = tmp_path / "p"
     code = ("import sys; sys.modules['matplotlib'] = None; import main; "

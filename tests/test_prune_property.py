@@ -132,6 +132,7 @@ def random_cfgs(draw, kinds: tuple[str, ...] = KINDS) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow  # 25 random models pruned, written (with the chart), reloaded
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=random_cfgs(), seed=st.integers(0, 2**16), ratio=st.floats(0.0, 0.9),
        scope=st.sampled_from(["all", "inner"]), min_keep=st.sampled_from(["0.1", "1", "2"]),
@@ -180,6 +181,7 @@ def _prune_blocks_and_channels(model, layers, ratio):
         return prune_model(model, PruneSettings(0.0, layers=layers))
 
 
+@pytest.mark.slow  # 25 random models pruned, written (with the chart), reloaded
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=random_cfgs(BLOCK_KINDS), seed=st.integers(0, 2**16), data=st.data())
 def test_layer_prune_write_reload_equals_zeroed_dense(text, seed, data):
