@@ -8,13 +8,13 @@ a full disk) into one line on stderr with exit code 2.
 
 import sys
 
-from commands import build_parser
+from commands import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
     from common.errors import UserError, os_error_message
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args._run(args) or 0
     except UserError as e:

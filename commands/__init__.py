@@ -2,12 +2,15 @@
 
 Every module exposes ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and
 ``run(args) -> int``, and imports torch only inside ``run`` so that ``--help`` stays fast.
+``parse_args`` gives every command ``args.given``: the options the user typed, as opposed to
+those left at their defaults (``--resume`` needs to know which is which).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 # Sub-commands in the order a user meets them.
 COMMANDS = [
@@ -32,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
@@ -42,3 +45,20 @@ def check_img_size(size: int | None) -> None:
 
     if size is not None and (size < 32 or size % 32):
         raise UserError(f"--img-size must be a positive multiple of 32, got {size}")
+
+
+class _Unset:
+    """Pre-fills every option: argparse leaves an attribute that is already set alone unless
+    the option is on the command line, so whatever is still ``_Unset`` was not typed."""
+
+
+def parse_args(argv: list[str] | None = None,
+               parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """``build_parser().parse_args(argv)``, plus ``args.given``: the dests of the options
+    the command line sets (``--lr 0.1`` and ``--lr=0.1`` alike, abbreviations too)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = (parser or build_parser()).parse_args(argv)
+    probe = argparse.Namespace(**dict.fromkeys(vars(args), _Unset))
+    args._parser.parse_args(argv[1:], probe)  # argv[0] is the command: main.py has no options
+    args.given = frozenset(k for k, v in vars(probe).items() if v is not _Unset)
+    return args

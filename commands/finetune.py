@@ -31,18 +31,22 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    return train_cmd.train(args, distillation_hooks, default_out=DEFAULT_OUT)
+
+
+def distillation_hooks(args) -> list:
+    """The teacher of ``args`` (the run's effective flags), if any, loaded and checked."""
     from common.errors import UserError
     from darknet import Darknet
     from finetune.hook import DistillationHook
 
-    if not args.resume and not args.weights:
+    if not args.weights:
         raise UserError("finetune needs --weights (the pruned model's .weights); use "
                         "`main.py train` to train from scratch")
-    hooks = []
     if bool(args.teacher_cfg) != bool(args.teacher_weights):
         raise UserError("give both --teacher-cfg and --teacher-weights, or neither")
-    if args.teacher_cfg:
-        teacher = Darknet(args.teacher_cfg)
-        teacher.load_weights(args.teacher_weights)
-        hooks.append(DistillationHook(teacher, args.distill_weight))
-    return train_cmd.train(args, hooks=hooks, default_out=DEFAULT_OUT)
+    if not args.teacher_cfg:
+        return []
+    teacher = Darknet(args.teacher_cfg)
+    teacher.load_weights(args.teacher_weights)
+    return [DistillationHook(teacher, args.distill_weight)]

@@ -54,6 +54,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    return train_cmd.train(args, sparsity_hooks, default_out=DEFAULT_OUT)
+
+
+def sparsity_hooks(args) -> list:
+    """The L1 penalty of ``args`` (the run's effective flags), checked."""
     from common.errors import UserError
     from sparsity.hook import SparsityHook
     from sparsity.penalty import SparsitySchedule
@@ -71,5 +76,4 @@ def run(args) -> int:
                                     args.s_final_frac)
     except ValueError as e:
         raise UserError(str(e)) from None
-    hook = SparsityHook(schedule, args.scope, args.gamma_threshold, args.prune_ratio)
-    return train_cmd.train(args, hooks=[hook], default_out=DEFAULT_OUT)
+    return [SparsityHook(schedule, args.scope, args.gamma_threshold, args.prune_ratio)]

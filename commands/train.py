@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = "runs/train"
 # Values chosen on the demo (see the README's training section); None = the engine default.
 DEFAULTS = dict(epochs=12, img_size=128, batch_size=8, optimizer="adamw", lr=0.006)
-RUN_FILES = ("last.pt", "last.weights", "best.weights", "results.json")
 
 
 def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None,
@@ -93,85 +92,73 @@ def run(args: argparse.Namespace) -> int:
     return train(args)
 
 
-def train(args: argparse.Namespace, hooks=(), default_out: str = DEFAULT_OUT,
-          prepare=None) -> int:
-    """Build model, data and trainer from ``args`` and fit.
+# Flags that say how a run is carried out, not what it computes: free on --resume.
+HOW = ("device", "workers", "no_progress")
+# Flags a resumed run honours (engine.optim: how the schedule continues).
+HONOURED = {"lr": "lr0", "epochs": "epochs"}
+NOT_RECORDED = ("command", "given", "resume", "out")
 
-    ``hooks`` join the training loop (engine.hooks); ``prepare(model, args)`` runs on a fresh
-    (not resumed) model before training, e.g. to check it is sparse-trainable.
+
+def train(args: argparse.Namespace, build_hooks: Callable[[argparse.Namespace], list] | None
+          = None, default_out: str = DEFAULT_OUT) -> int:
+    """Run ``args``'s training (engine.run): a fresh run, or with ``--resume`` the run in
+    ``--out`` continued. ``build_hooks(args)`` makes the command's hooks (engine.hooks) from
+    the run's effective flags: on resume, those recorded in the checkpoint.
     """
+    from engine.run import RunSpec, run_training
+
+    if args.resume:
+        spec = RunSpec.resume(_resume_dir(args.out, default_out))
+        args = resumed_args(args, spec)
+        spec = replace(spec, config=replace(
+            spec.config, **{field: getattr(args, flag) for flag, field in HONOURED.items()}))
+    else:
+        cfg = args.cfg if args.cfg is not None else str(PROJECT / DEFAULT_CFG)
+        spec = RunSpec(cfg=cfg, data=args.data, out_dir=Path(args.out or default_out),
+                       numbered=args.out is None, config=_config(args), weights=args.weights,
+                       command=args.command)
+    hooks = tuple(build_hooks(args)) if build_hooks else ()
+    spec = replace(spec, record=_record(args), hooks=hooks, device=args.device,
+                   workers=args.workers, progress=not args.no_progress)
+    result = run_training(spec)
+    if result.is_main:
+        _report(result)
+    return 0
+
+
+def resumed_args(args: argparse.Namespace, spec) -> argparse.Namespace:
+    """The flags of the run ``spec`` continues: those its checkpoint recorded, with the ones
+    typed now from ``HOW`` and ``HONOURED``. Refuses another command, and by name any other
+    typed flag whose value differs from the recorded one."""
     from common.errors import UserError
-    from common.io import atomic_write_text
-    from darknet import Darknet, parse_cfg_text, write_cfg
-    from engine.checkpoint import load_checkpoint, seed_everything
-    from engine.data import skipped_summary
-    from engine.distributed import barrier, cleanup_distributed, init_distributed, loader_workers
-    from engine.loss import init_detection_biases
-    from engine.trainer import TrainConfig, Trainer
 
-    if args.workers is not None and args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
-    dist = init_distributed(args.device)
-    args.workers = loader_workers(dist, args.workers)
-    try:
-        checkpoint = None
-        if args.resume:
-            out = _resume_dir(args.out, default_out)
-            checkpoint = load_checkpoint(out / "last.pt")
-            meta = checkpoint["meta"]
-            config = TrainConfig.from_dict(checkpoint["config"])
-            cfg = parse_cfg_text(meta["cfg_text"], meta["cfg"])
-            data_source = meta["data"]
-        else:
-            config = _config(args)
-            if args.cfg is None:
-                args.cfg = str(PROJECT / DEFAULT_CFG)
-            cfg_text = _read_text(args.cfg)
-            cfg = parse_cfg_text(cfg_text, args.cfg)
-            out = _new_run_dir(args.out, default_out) if dist.is_main else None
-            if dist.enabled:
-                from engine.distributed import broadcast_object
-                out = broadcast_object(out)
-            data_source = args.data
-            meta = {"cfg": args.cfg, "cfg_text": cfg_text, "data": args.data,
-                    "weights": args.weights, "command": getattr(args, "command", "train")}
+    if spec.command != args.command:
+        raise UserError(f"{spec.out_dir} holds a `main.py {spec.command}` run; continue it "
+                        f"with `main.py {spec.command} --resume`, not `{args.command}`")
+    free = (*HOW, *HONOURED)
+    missing = object()
+    differ = [d for d in sorted(args.given) if d not in (*free, *NOT_RECORDED)
+              and spec.record.get(d, missing) != getattr(args, d)]
+    if differ:
+        d = differ[0]
+        was = spec.record.get(d, "not recorded")
+        raise UserError(f"--resume continues {spec.out_dir} with its own settings, but "
+                        f"{_flag(d)} is {getattr(args, d)!r} here and {was!r} in that run; "
+                        f"on resume only {', '.join(map(_flag, free))} may change")
+    now = {d: getattr(args, d) for d in args.given if d in free}
+    honoured = {flag: getattr(spec.config, field) for flag, field in HONOURED.items()}
+    return argparse.Namespace(**{**vars(args), **spec.record, **honoured, **now,
+                                 "out": str(spec.out_dir)})
 
-        cfg.require_heads(f"main.py {meta['command']}")
-        seed_everything(config.seed)  # the random init is part of the run
-        model = Darknet(cfg)
-        if checkpoint is None:
-            if args.weights:
-                model.load_weights(args.weights)
-            else:
-                init_detection_biases(model, config.img_size)
-            if prepare is not None:
-                prepare(model, args)
-        data = _load_data(data_source, config.img_size, dist, model.num_classes)
-        trainer = Trainer(model, data, config, out, hooks=hooks, dist=dist,
-                          workers=args.workers, progress=not args.no_progress, meta=meta)
-        if dist.is_main:
-            if checkpoint is None:
-                write_cfg(model.cfg, out / "model.cfg")
-                atomic_write_text(out / "run.json", json.dumps(
-                    {"meta": {k: v for k, v in meta.items() if k != "cfg_text"},
-                     "config": config.as_dict(), "processes": dist.world_size,
-                     "device": str(dist.device)}, indent=2) + "\n")
-            if data.skipped:
-                trainer.log(skipped_summary(data.skipped))
-            action = f"resuming {out} after epoch {checkpoint['epoch']}" if checkpoint \
-                else f"training into {out}"
-            trainer.log(f"{action}: {len(data.train)} train / {len(data.val)} val images, "
-                        f"{config.epochs} epochs at {config.img_size} px, batch "
-                        f"{config.batch_size}, {dist.world_size} process(es) on {dist.device}")
-        start = time.perf_counter()
-        done_before = checkpoint["epoch"] if checkpoint else 0
-        history = trainer.fit(checkpoint)
-        barrier()
-        if dist.is_main:
-            _report(trainer, history[done_before:], time.perf_counter() - start, out)
-        return 0
-    finally:
-        cleanup_distributed()
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _record(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags a checkpoint keeps so ``--resume`` can replay and check them."""
+    return {k: v for k, v in vars(args).items()
+            if not k.startswith("_") and k not in NOT_RECORDED}
 
 
 def _config(args: argparse.Namespace):
@@ -182,81 +169,39 @@ def _config(args: argparse.Namespace):
                        eval_interval=args.eval_interval, seed=args.seed)
 
 
-def _read_text(path: str) -> str:
-    from common.io import read_text
-
-    return read_text(path, "cfg")
-
-
-def _load_data(source: str, img_size: int, dist, num_classes: int):
-    """The dataset, checked; rank 0 first so the demo is generated once."""
-    from common.errors import UserError
-    from engine.data import build_data
-    from engine.distributed import barrier
-    from yolodata import load_spec
-
-    spec = None
-    if dist.is_main:
-        spec = load_spec(source)
-    barrier()
-    if spec is None:
-        spec = load_spec(source)
-    if spec.num_classes != num_classes:
-        raise UserError(f"{spec.source}: {spec.num_classes} class names but the cfg's [yolo] "
-                        f"layers have classes={num_classes}")
-    return build_data(spec, img_size)
-
-
-def _is_run(path: Path) -> bool:
-    return any((path / name).exists() for name in RUN_FILES)
-
-
-def _new_run_dir(out: str | None, default_out: str) -> Path:
-    from common.errors import UserError
-
-    if out is not None:
-        path = Path(out)
-        if _is_run(path):
-            raise UserError(f"{path} already holds a training run; pass --resume to continue "
-                            "it or choose another --out")
-        if path.exists() and not path.is_dir():
-            raise UserError(f"--out {path} exists and is not a directory")
-    else:
-        base = Path(default_out)
-        path, n = base, 1
-        while path.exists() and any(path.iterdir()):
-            n += 1
-            path = base.with_name(f"{base.name}{n}")
-    return ensure_writable_dir(path)
-
-
 def _resume_dir(out: str | None, default_out: str) -> Path:
     from common.errors import UserError
+    from engine.writer import CHECKPOINT
 
     if out is not None:
         return ensure_writable_dir(out) if Path(out).is_dir() else Path(out)
     base = Path(default_out)
-    runs = [p for p in base.parent.glob(f"{base.name}*") if (p / "last.pt").is_file()]
+    runs = [p for p in base.parent.glob(f"{base.name}*") if (p / CHECKPOINT).is_file()]
     if not runs:
-        raise UserError(f"--resume: no run with a last.pt under {base}*; pass --out")
-    return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime)
+        raise UserError(f"--resume: no run with a {CHECKPOINT} under {base}*; pass --out")
+    return max(runs, key=lambda p: (p / CHECKPOINT).stat().st_mtime)
 
 
-def _report(trainer, history: list[dict], elapsed: float, out: Path) -> None:
+def _report(result) -> None:
     from engine.data import skipped_summary
 
+    history = result.history[len(result.history) - result.trained:]
+    if not history:
+        last = result.history[-1]["epoch"]
+        print(f"nothing to train: {result.out_dir} has completed its {last} epoch(s); "
+              "resume with --epochs N to train longer")
+        return
     images = sum(m["images_per_s"] * m["train_s"] for m in history)
     train_s = sum(m["train_s"] for m in history)
-    minutes, seconds = divmod(round(elapsed), 60)
-    last = trainer.history[-1]
-    trainer.log(
-        f"done: {len(history)} epoch(s) in {minutes}m{seconds:02d}s, "
-        f"{images / max(train_s, 1e-9):.1f} images/s (training)")
+    minutes, seconds = divmod(round(result.seconds), 60)
+    last = history[-1]
+    print(f"done: {len(history)} epoch(s) in {minutes}m{seconds:02d}s, "
+          f"{images / max(train_s, 1e-9):.1f} images/s (training)")
     if last["map"] is not None:
-        trainer.log(f"last epoch {last['epoch']}: mAP@.5 {last['map50']:.4f}  "
-                    f"mAP@.5:.95 {last['map']:.4f}")
-    if trainer.data.skipped:  # the header check's, and any found while loading
-        trainer.log(skipped_summary(trainer.data.skipped))
-    if trainer.best is not None:
-        trainer.log(f"best epoch {trainer.best_epoch}: mAP@.5 {trainer.best[1]:.4f}  "
-                    f"mAP@.5:.95 {trainer.best[0]:.4f} -> {out / 'best.weights'}")
+        print(f"last epoch {last['epoch']}: mAP@.5 {last['map50']:.4f}  "
+              f"mAP@.5:.95 {last['map']:.4f}")
+    if result.skipped:  # the header check's, and any found while loading
+        print(skipped_summary(result.skipped))
+    if result.best is not None:
+        print(f"best epoch {result.best_epoch}: mAP@.5 {result.best[1]:.4f}  "
+              f"mAP@.5:.95 {result.best[0]:.4f} -> {result.out_dir / 'best.weights'}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from common.errors import UserError
 
@@ -98,6 +100,18 @@ def loader_workers(info: DistInfo, workers: int | None) -> int:
         workers = default_workers(info)
     set_cpu_threads(info, workers)
     return workers
+
+
+def distribute(model: nn.Module, info: DistInfo) -> nn.Module:
+    """What the training step calls: ``model`` itself, or under ``torchrun`` its
+    ``DistributedDataParallel`` wrapper (with SyncBatchNorm on CUDA; torch's SyncBatchNorm has
+    no CPU kernel). The BatchNorms are converted in place, so take any copy (EMA) first."""
+    if not info.enabled:
+        return model
+    if info.device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(
+        model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
 
 
 def cleanup_distributed() -> None:

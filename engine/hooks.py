@@ -15,7 +15,7 @@ process (rank), at these points of ``Trainer.fit``::
             optimizer.step(); EMA update
             after_step(trainer)
         evaluation (rank 0), then on_epoch_end(trainer, metrics)
-        files written (rank 0): weights, checkpoint, results
+        files written (rank 0, engine.writer): checkpoint, weights, results, then write(out_dir)
     on_train_end(trainer)
 
 Examples (issue 5): the sparsity penalty is an ``after_backward`` hook adding
@@ -24,21 +24,52 @@ gradients are already averaged there, so every rank adds the same term); distill
 ``extra_loss`` hook running a frozen teacher on ``images``. ``on_epoch_end`` may add keys to
 ``metrics`` (e.g. the fraction of near-zero gammas): they become columns of results.json/csv.
 A hook with state that must survive ``--resume`` implements ``state_dict``/``load_state_dict``;
-it is stored in the checkpoint under the hook's ``name``.
+it is stored in the checkpoint under the hook's ``name``. A hook with files of its own writes
+them in ``write(out_dir)`` from that state alone: the writer calls it after the epoch's
+checkpoint, and again when a resumed run restores the checkpoint's epoch, so the files never
+run ahead of the checkpoint.
 
-What a hook may read on the trainer: ``model`` (the bare ``Darknet``, never the DDP
-wrapper), ``optimizer``, ``ema`` (or None), ``epoch``, ``iteration`` (global step),
-``config``, ``device``, ``dist``, ``out_dir``, ``log(text)`` (prints on rank 0 only).
+What a hook may read on the trainer is ``TrainerView``, and nothing else.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from engine.trainer import Trainer
+    import torch
+
+    from darknet import Darknet
+    from engine.distributed import DistInfo
+    from engine.ema import ModelEMA
+    from engine.trainer import TrainConfig
+
+
+class TrainerView(Protocol):
+    """The part of the trainer a hook sees (``Trainer`` provides exactly these)."""
+
+    model: Darknet          # the bare network being trained, never the DDP wrapper
+    ema: ModelEMA | None
+    epoch: int              # epochs completed (during an epoch: its 0-based index)
+    iteration: int          # optimizer steps taken, over the whole run
+    config: TrainConfig
+    device: torch.device
+    dist: DistInfo
+    out_dir: Path
+
+    @property
+    def eval_model(self) -> Darknet:
+        """What gets evaluated and saved: the EMA copy when EMA is on, else ``model``."""
+
+    @property
+    def optimizer(self) -> Any:
+        """The ``torch.optim.Optimizer`` (its param groups carry the current lr)."""
+
+    def log(self, text: str) -> None:
+        """Print a line on rank 0 only, without breaking the progress bar."""
 
 
 class Hook:
@@ -47,32 +78,36 @@ class Hook:
 
     name: str = "hook"
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         pass
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         pass
 
     def extra_loss(
-        self, trainer: Trainer, images: Tensor, targets: Tensor, outputs: list[Tensor]
+        self, trainer: TrainerView, images: Tensor, targets: Tensor, outputs: list[Tensor]
     ) -> Tensor | None:
         """A scalar added to the YOLO loss (same scale: per-batch total), or None."""
         return None
 
-    def after_backward(self, trainer: Trainer) -> None:
+    def after_backward(self, trainer: TrainerView) -> None:
         pass
 
-    def after_step(self, trainer: Trainer) -> None:
+    def after_step(self, trainer: TrainerView) -> None:
         pass
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, Any]) -> None:
         pass
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         pass
+
+    def write(self, out_dir: Path) -> None:
+        """Write the hook's own files (rank 0 only) from its state."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+

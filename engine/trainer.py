@@ -1,31 +1,22 @@
 """The one training loop: train, sparse training and fine-tuning all run ``Trainer.fit``.
 
 What differs between them plugs in through ``engine.hooks.Hook`` (see that module for the
-call order). The loop itself: SGD (momentum, Nesterov) or AdamW, weight decay on conv
-weights only, a linear warm-up and cosine decay stepped every iteration, optional EMA of the
-weights, AMP on CUDA, gradient clipping, ``DistributedDataParallel`` under ``torchrun``, and
-after every epoch an evaluation and these files in ``out_dir`` (rank 0 only, each written
-atomically, the checkpoint last):
-
-* ``last.weights`` -- Darknet weights after the epoch (the EMA copy when EMA is on);
-* ``best.weights`` -- the epoch with the best mAP@.5:.95 so far (ties: mAP@.5), COCO's
-  primary metric, which also rewards tight boxes -- what pruning must preserve;
-* ``results.json`` / ``results.csv`` -- one row per epoch: loss and its components, lr,
-  images/s, mAP@.5, mAP@.5:.95 (empty on epochs skipped by ``eval_interval``);
-* ``results.png`` -- those curves (``charts.results``; a drawing failure is one warning line);
-* ``last.pt`` -- the resumable checkpoint (``engine.checkpoint``).
+call order and for what a hook may read). The loop itself: the optimizer plumbing of
+``engine.optim`` (SGD or AdamW, warm-up and cosine schedule, warm-up momentum, AMP scaler,
+gradient clipping), optional EMA of the weights, ``DistributedDataParallel`` under
+``torchrun``, the NaN policy, and after every epoch an evaluation and the run's files
+(``engine.writer``: rank 0, checkpoint first).
 
 A non-finite loss stops the run with ``NonFiniteLossError`` before anything of that epoch
 is written, so the files of the last completed epoch stay as they were.
+
+``Trainer.fit`` is the loop on a built model and data; ``engine.run.run_training`` is the
+whole run from a ``RunSpec`` (cfg, data, settings, output folder, resume).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -35,23 +26,22 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import charts
 from common.errors import UserError
-from common.io import atomic_write_text
-from darknet import Darknet, WeightsHeader
-from engine.checkpoint import rng_state, save_checkpoint, seed_everything, set_rng_state
+from darknet import Darknet
+from engine.checkpoint import rng_state, seed_everything, set_rng_state
 from engine.data import DetectionData, EpochLoader
-from engine.distributed import DistInfo, all_true, barrier, broadcast_object
+from engine.distributed import DistInfo, all_true, barrier, broadcast_object, distribute
 from engine.ema import ModelEMA
 from engine.evaluator import evaluate
 from engine.hooks import Hook
 from engine.loss import LOSS_NAMES, LossConfig, YoloLoss
+from engine.optim import OPTIMIZERS, Optimization
+from engine.writer import CHECKPOINT, RunWriter
 
-RESULT_COLUMNS = ("epoch", "loss", *(f"loss_{n}" for n in LOSS_NAMES), "lr", "images_per_s",
-                  "map50", "map", "train_s", "eval_s")
+# What a resumed run may change (``engine.optim.Optimization.retarget``); all else must match.
+RESUMABLE = ("lr0", "epochs")
 
 
 class NonFiniteLossError(UserError):
@@ -64,6 +54,7 @@ class TrainConfig:
 
     batch_size is the total over all processes. lr follows a linear warm-up over
     ``warmup_epochs`` and then a cosine from ``lr0`` to ``lr0 * lrf``, per iteration.
+    A resumed run may change ``RESUMABLE`` fields only (see ``engine.optim``).
     """
 
     epochs: int = 30
@@ -110,53 +101,28 @@ class TrainConfig:
         return cls(**d)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv weights only; BatchNorm weights/biases and conv biases get none
-    (decaying gammas would fight the sparsity penalty's own, deliberate, L1 pull)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-OPTIMIZERS = ("sgd", "adamw")
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with (Nesterov) momentum, or AdamW with ``momentum`` as beta1.
-
-    AdamW reaches a given mAP in far fewer steps on short schedules (a few thousand
-    iterations, like the demo's); SGD is the classic choice for long runs, and the one
-    network slimming's L1 subgradient assumes (``main.py sparse`` uses it).
-    """
-    groups = param_groups(model, config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr0, betas=(config.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=config.lr0, momentum=config.momentum,
-                           nesterov=config.nesterov)
-
-
-class LRSchedule:
-    """Per-iteration factor on ``lr0``: linear warm-up, then cosine to ``lrf``."""
-
-    def __init__(self, total: int, warmup: int, lrf: float):
-        self.total, self.warmup, self.lrf = max(total, 1), warmup, lrf
-
-    def __call__(self, it: int) -> float:
-        cos = self.lrf + (1 - self.lrf) * 0.5 * (1 + math.cos(math.pi * min(it, self.total)
-                                                             / self.total))
-        if it < self.warmup:
-            return cos * (it + 1) / self.warmup
-        return cos
+def check_resumable(saved: TrainConfig, config: TrainConfig, done: int) -> list[str]:
+    """The fields ``config`` changes against a checkpoint's ``saved`` one after ``done``
+    epochs; a ``UserError`` for any outside ``RESUMABLE``, or fewer epochs than done."""
+    changed = [f.name for f in dataclasses.fields(TrainConfig)
+               if getattr(saved, f.name) != getattr(config, f.name)]
+    refused = [name for name in changed if name not in RESUMABLE]
+    if refused:
+        raise UserError("the checkpoint was written with other training settings ("
+                        + ", ".join(f"{n}: {getattr(saved, n)!r} there, "
+                                    f"{getattr(config, n)!r} now" for n in refused)
+                        + f"); only {' and '.join(RESUMABLE)} may change on resume")
+    if config.epochs < done:
+        raise UserError(f"epochs {config.epochs} is fewer than the {done} the checkpoint has "
+                        "completed")
+    return changed
 
 
 class Trainer:
     """Trains ``model`` on ``data``; ``fit()`` runs the epochs and writes ``out_dir``.
 
-    ``meta`` is stored in the checkpoint verbatim (the CLI keeps its arguments there so
-    ``--resume`` can rebuild the same model and data).
+    ``meta`` is stored in the checkpoint verbatim (``engine.run`` keeps the run's cfg, data
+    and command there so a resume can rebuild the same model and data).
     """
 
     def __init__(
@@ -190,32 +156,12 @@ class Trainer:
         self.model.train()
         self.ema = (ModelEMA(self.model, config.ema_decay, config.ema_tau) if config.ema
                     else None)
-        self.net: nn.Module = self.model
-        if self.dist.enabled:
-            if self.device.type == "cuda":  # torch's SyncBatchNorm has no CPU kernel
-                nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            self.net = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                else None)
+        self.net: nn.Module = distribute(self.model, self.dist)
         self.loss_fn = YoloLoss(self.model.yolo_layers, config.loss).to(self.device)
-
-        local_batch = config.batch_size // self.dist.world_size
-        self.train_loader = EpochLoader(
-            data.train, local_batch, shuffle=True, workers=workers, seed=config.seed,
-            rank=self.dist.rank, world_size=self.dist.world_size, drop_last=True,
-            pin_memory=self.device.type == "cuda")
-        if len(self.train_loader) == 0:
-            raise UserError(f"the training set has {len(data.train)} images, fewer than one "
-                            f"batch of {local_batch} per process")
-        self.val_loader = EpochLoader(data.val, local_batch * 2, shuffle=False, workers=workers,
-                                      pin_memory=self.device.type == "cuda")
-
-        self.optimizer = build_optimizer(self.model, config)
-        per_epoch = len(self.train_loader)
-        self.warmup_iters = round(config.warmup_epochs * per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, LRSchedule(config.epochs * per_epoch, self.warmup_iters, config.lrf))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.train_loader, self.val_loader = self._loaders(workers)
+        self.optim = Optimization(self.model, config, len(self.train_loader), self.amp,
+                                  self.device.type)
+        self.writer = RunWriter(self.out_dir, self.hooks)
 
         self.epoch = 0  # epochs completed
         self.iteration = 0
@@ -223,7 +169,21 @@ class Trainer:
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
 
-    # ------------------------------------------------------------------ public API
+    def _loaders(self, workers: int) -> tuple[EpochLoader, EpochLoader]:
+        cfg, data, dist = self.config, self.data, self.dist
+        local_batch = cfg.batch_size // dist.world_size
+        pin = self.device.type == "cuda"
+        train = EpochLoader(data.train, local_batch, shuffle=True, workers=workers,
+                            seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
+                            drop_last=True, pin_memory=pin)
+        if len(train) == 0:
+            raise UserError(f"the training set has {len(data.train)} images, fewer than one "
+                            f"batch of {local_batch} per process")
+        val = EpochLoader(data.val, local_batch * 2, shuffle=False, workers=workers,
+                          pin_memory=pin)
+        return train, val
+
+    # ------------------------------------------------------------------ what hooks see
 
     def log(self, text: str) -> None:
         """Print a line on rank 0 without breaking the progress bar."""
@@ -231,43 +191,57 @@ class Trainer:
             tqdm.write(text, file=sys.stdout)
 
     @property
-    def eval_model(self) -> nn.Module:
+    def eval_model(self) -> Darknet:
         """What gets evaluated and saved: the EMA copy when EMA is on."""
         return self.ema.module if self.ema else self.model
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optim.optimizer
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return self.optim.scheduler
+
+    # ------------------------------------------------------------------ the run
+
     def fit(self, checkpoint: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Train the remaining epochs (all, or those after ``checkpoint``); returns history."""
+        """Train the remaining epochs (all, or those after ``checkpoint``); returns history.
+
+        From a checkpoint, its epoch's files are written again first (engine.writer)."""
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
+            if self.dist.is_main:
+                self.writer.write_epoch(self.state_dict(), self.eval_model, checkpoint=False)
         for hook in self.hooks:
             hook.on_train_start(self)
         while self.epoch < self.config.epochs:
-            epoch = self.epoch
-            seed_everything(self.config.seed + 1000 * epoch + self.dist.rank)
-            self.train_loader.set_epoch(epoch)
-            for hook in self.hooks:
-                hook.on_epoch_start(self, epoch)
-            metrics = self._train_epoch(epoch)
-            metrics.update(self._maybe_evaluate(epoch))
-            for hook in self.hooks:
-                hook.on_epoch_end(self, metrics)
-            self.epoch = epoch + 1
-            self.history.append(metrics)
-            self._update_best(metrics)
-            if self.dist.is_main:
-                self._write_epoch(metrics)
-            barrier()
-            self.log(self._summary(metrics))
+            self._run_epoch(self.epoch)
         for hook in self.hooks:
             hook.on_train_end(self)
         return self.history
 
+    def _run_epoch(self, epoch: int) -> None:
+        seed_everything(self.config.seed + 1000 * epoch + self.dist.rank)
+        self.train_loader.set_epoch(epoch)
+        for hook in self.hooks:
+            hook.on_epoch_start(self, epoch)
+        metrics = self._train_epoch(epoch)
+        metrics.update(self._maybe_evaluate(epoch))
+        for hook in self.hooks:
+            hook.on_epoch_end(self, metrics)
+        self.epoch = epoch + 1
+        self.history.append(metrics)
+        self._update_best(metrics)
+        if self.dist.is_main:
+            self.writer.write_epoch(self.state_dict(), self.eval_model)
+        barrier()
+        self.log(self._summary(metrics))
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            **self.optim.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "epoch": self.epoch,
             "iteration": self.iteration,
@@ -281,12 +255,12 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if TrainConfig.from_dict(state["config"]) != self.config:
-            raise UserError("the checkpoint was written with other training settings")
+        """Restore ``state``; ``self.config`` may differ from its config in ``RESUMABLE``
+        fields only (the schedule is then retargeted from the restored iteration on)."""
+        changed = check_resumable(TrainConfig.from_dict(state["config"]), self.config,
+                                  state["epoch"])
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.optim.load_state_dict(state)
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.iteration = state["epoch"], state["iteration"]
@@ -296,59 +270,31 @@ class Trainer:
         for hook in self.hooks:
             hook.load_state_dict(state["hooks"].get(hook.name, {}))
         set_rng_state(state["rng"])
+        if changed:
+            self.optim.retarget(self.config, self.iteration)
+            cfg = self.config
+            self.log(f"resumed with {', '.join(changed)} changed: lr {self.optim.lr:.5g} at "
+                     f"iteration {self.iteration}, cosine to {cfg.lr0 * cfg.lrf:.5g} at epoch "
+                     f"{cfg.epochs}")
 
     # ------------------------------------------------------------------ one epoch
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        cfg = self.config
         self.net.train()
         sums = torch.zeros(len(LOSS_NAMES) + 1 + len(self.hooks), dtype=torch.float64)
         seen, start = 0, time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.epochs}",
                    disable=not self.progress, leave=False, dynamic_ncols=True, mininterval=1.0,
                    file=sys.stderr)
         for step, batch in enumerate(bar):
             images = batch.images.to(self.device, non_blocking=True)
-            targets = batch.targets.to(self.device, non_blocking=True)
-            self._warmup_momentum()
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                outputs = self.net(images)
-                loss, parts = self.loss_fn(outputs, targets)
-                extras = [h.extra_loss(self, images, targets, outputs) for h in self.hooks]
-            extras_t = [e if e is not None else loss.new_zeros(()) for e in extras]
-            for e in extras_t:
-                loss = loss + e
-            row = torch.cat((loss.detach().reshape(1), parts,
-                             torch.stack([e.detach().float() for e in extras_t]) if extras_t
-                             else parts.new_zeros(0))).double().cpu()
-            if not all_true(bool(torch.isfinite(row).all()), self.device):
-                raise self._non_finite(epoch, step, row)
-            self.optimizer.zero_grad(set_to_none=True)
-            # DDP averages gradients over processes; the loss is a per-image sum.
-            self.scaler.scale(loss * self.dist.world_size).backward()
-            self.scaler.unscale_(self.optimizer)
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            for hook in self.hooks:
-                hook.after_backward(self)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
-            self.iteration += 1
-            for hook in self.hooks:
-                hook.after_step(self)
+            row = self._train_step(epoch, step, images,
+                                   batch.targets.to(self.device, non_blocking=True))
             sums += row
             seen += len(images) * self.dist.world_size
             if self.progress:
-                mean = sums / (step + 1)
-                rate = seen / (time.perf_counter() - start)
-                bar.set_postfix_str(" ".join(
-                    [f"loss {mean[0]:.3f}"]
-                    + [f"{n} {v:.3f}" for n, v in zip(LOSS_NAMES, mean[1:4].tolist(),
-                                                      strict=True)]
-                    + [f"{rate:.1f} img/s"]), refresh=False)
+                bar.set_postfix_str(self._progress(sums / (step + 1), seen, start),
+                                    refresh=False)
         bar.close()
         elapsed = time.perf_counter() - start
         mean = (sums / max(len(self.train_loader), 1)).tolist()
@@ -356,28 +302,51 @@ class Trainer:
         metrics.update({f"loss_{n}": v for n, v in zip(LOSS_NAMES, mean[1:4], strict=True)})
         metrics.update({f"loss_{h.name}": v for h, v in zip(self.hooks, mean[4:], strict=True)
                         if type(h).extra_loss is not Hook.extra_loss})
-        metrics.update({"lr": self.optimizer.param_groups[0]["lr"],
-                        "images_per_s": seen / elapsed, "train_s": elapsed})
+        metrics.update({"lr": self.optim.lr, "images_per_s": seen / elapsed,
+                        "train_s": elapsed})
         return metrics
 
-    def _warmup_momentum(self) -> None:
-        cfg = self.config
-        if self.iteration < self.warmup_iters:
-            frac = self.iteration / self.warmup_iters
-            momentum = cfg.warmup_momentum + frac * (cfg.momentum - cfg.warmup_momentum)
-        else:
-            momentum = cfg.momentum
-        for group in self.optimizer.param_groups:
-            if "betas" in group:
-                group["betas"] = (momentum, group["betas"][1])
-            else:
-                group["momentum"] = momentum
+    def _train_step(self, epoch: int, step: int, images: torch.Tensor,
+                    targets: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; returns the loss row (total, parts, hook extras), float64."""
+        self.optim.set_momentum(self.iteration)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            outputs = self.net(images)
+            loss, parts = self.loss_fn(outputs, targets)
+            extras = [h.extra_loss(self, images, targets, outputs) for h in self.hooks]
+        extras_t = [e if e is not None else loss.new_zeros(()) for e in extras]
+        for e in extras_t:
+            loss = loss + e
+        row = torch.cat((loss.detach().reshape(1), parts,
+                         torch.stack([e.detach().float() for e in extras_t]) if extras_t
+                         else parts.new_zeros(0))).double().cpu()
+        if not all_true(bool(torch.isfinite(row).all()), self.device):
+            raise self._non_finite(epoch, step, row)
+        # DDP averages gradients over processes; the loss is a per-image sum.
+        self.optim.backward(loss * self.dist.world_size)
+        for hook in self.hooks:
+            hook.after_backward(self)
+        self.optim.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.iteration += 1
+        for hook in self.hooks:
+            hook.after_step(self)
+        return row
+
+    @staticmethod
+    def _progress(mean: torch.Tensor, seen: int, start: float) -> str:
+        rate = seen / (time.perf_counter() - start)
+        return " ".join([f"loss {mean[0]:.3f}"]
+                        + [f"{n} {v:.3f}" for n, v in zip(LOSS_NAMES, mean[1:4].tolist(),
+                                                          strict=True)]
+                        + [f"{rate:.1f} img/s"])
 
     def _non_finite(self, epoch: int, step: int, row: torch.Tensor) -> NonFiniteLossError:
         parts = ", ".join(f"{n} {v:.4g}" for n, v in zip(LOSS_NAMES, row[1:4].tolist(),
                                                            strict=True))
         if self.epoch:
-            kept = (f"{self.out_dir / 'last.pt'} (epoch {self.epoch}) is intact; "
+            kept = (f"{self.out_dir / CHECKPOINT} (epoch {self.epoch}) is intact; "
                     "resume with a lower --lr")
         else:
             kept = "no epoch had completed, nothing was written; try a lower --lr"
@@ -385,7 +354,7 @@ class Trainer:
             f"loss became {row[0].item()} at epoch {epoch + 1}, iteration {step + 1} "
             f"({parts}); {kept}")
 
-    # ------------------------------------------------------------------ evaluation, files
+    # ------------------------------------------------------------------ evaluation
 
     def _maybe_evaluate(self, epoch: int) -> dict[str, Any]:
         cfg = self.config
@@ -407,32 +376,6 @@ class Trainer:
         metrics["best"] = self.best is None or score > self.best
         if metrics["best"]:
             self.best, self.best_epoch = score, metrics["epoch"]
-
-    def _write_epoch(self, metrics: dict[str, Any]) -> None:
-        out = self.out_dir
-        model = self.eval_model
-        header = WeightsHeader(seen=self.iteration * self.config.batch_size)
-        model.save_weights(out / "last.weights", header)
-        if metrics["best"]:
-            model.save_weights(out / "best.weights", header)
-        self._write_results()
-        save_checkpoint(out / "last.pt", self.state_dict())
-
-    def _write_results(self) -> None:
-        summary = {"best_epoch": self.best_epoch,
-                   "best_map": self.best[0] if self.best else None,
-                   "best_map50": self.best[1] if self.best else None,
-                   "epochs": self.history}
-        atomic_write_text(self.out_dir / "results.json", json.dumps(summary, indent=2) + "\n")
-        columns = list(RESULT_COLUMNS)
-        columns += [k for row in self.history for k in row if k not in columns]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in self.history:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        atomic_write_text(self.out_dir / "results.csv", buf.getvalue())
-        charts.write_chart(self.out_dir / "results.png", "results", self.history)
 
     def _summary(self, m: dict[str, Any]) -> str:
         text = (f"epoch {m['epoch']}/{self.config.epochs}  loss {m['loss']:.4f} "

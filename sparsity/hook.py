@@ -65,10 +65,10 @@ class SparsityHook(Hook):
                        gamma_below=stats.below)
         self.history.append({"epoch": trainer.epoch + 1, **stats.as_dict(),
                              "histogram": list(stats.histogram)})
-        if trainer.dist.is_main:
-            self._write(trainer.out_dir)
 
-    def _write(self, out_dir) -> None:
+    def write(self, out_dir) -> None:
+        if not self.history:
+            return
         stats = {"edges": list(EDGES), "epochs": self.history}
         atomic_write_text(out_dir / "gamma_stats.json", json.dumps(stats, indent=1))
         charts.write_chart(out_dir / "gamma_hist.png", "gamma_hist", stats)

@@ -185,7 +185,7 @@ def test_hooks_run_in_order_and_their_columns_reach_the_results(spec, tmp_path):
 
 
 def test_weight_decay_skips_batchnorm_and_biases():
-    from engine.trainer import param_groups
+    from engine.optim import param_groups
 
     model = Darknet(DEMO)
     decay, no_decay = param_groups(model, 5e-4)
@@ -203,10 +203,9 @@ def test_optimizer_choice_and_its_warmup_momentum(spec, tmp_path):
     trainer = Trainer(fresh_model(), data, config, tmp_path, progress=False)
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [5e-4, 0.0]
-    trainer._warmup_momentum()
+    trainer.optim.set_momentum(0)
     assert trainer.optimizer.param_groups[0]["betas"] == (config.warmup_momentum, 0.999)
-    trainer.iteration = trainer.warmup_iters
-    trainer._warmup_momentum()
+    trainer.optim.set_momentum(trainer.optim.warmup_iters)
     assert trainer.optimizer.param_groups[0]["betas"] == (config.momentum, 0.999)
     sgd = Trainer(fresh_model(), data, small_config(), tmp_path / "sgd", progress=False)
     assert isinstance(sgd.optimizer, torch.optim.SGD) and sgd.optimizer.defaults["nesterov"]
