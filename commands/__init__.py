@@ -47,18 +47,15 @@ def check_img_size(size: int | None) -> None:
         raise UserError(f"--img-size must be a positive multiple of 32, got {size}")
 
 
-class _Unset:
-    """Pre-fills every option: argparse leaves an attribute that is already set alone unless
-    the option is on the command line, so whatever is still ``_Unset`` was not typed."""
-
-
 def parse_args(argv: list[str] | None = None,
                parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """``build_parser().parse_args(argv)``, plus ``args.given``: the dests of the options
     the command line sets (``--lr 0.1`` and ``--lr=0.1`` alike, abbreviations too)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = (parser or build_parser()).parse_args(argv)
-    probe = argparse.Namespace(**dict.fromkeys(vars(args), _Unset))
+    # argparse leaves an attribute that is already set alone unless its option is on the
+    # command line, and no option typed there yields None (append and count start from it).
+    probe = argparse.Namespace(**dict.fromkeys(vars(args)))
     args._parser.parse_args(argv[1:], probe)  # argv[0] is the command: main.py has no options
-    args.given = frozenset(k for k, v in vars(probe).items() if v is not _Unset)
+    args.given = frozenset(k for k, v in vars(probe).items() if v is not None)
     return args

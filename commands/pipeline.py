@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,13 @@ would type (each is printed before it runs), each stage in its own folder under 
   finetune/  main.py finetune   the slim model recovers      (best.weights)
   compare/   main.py compare    dense, sparse, pruned, finetuned (compare.md/.json/.png)
 
-A finished stage is skipped and a killed training stage resumes, so running the same command
-again continues where it stopped. --out remembers its settings in pipeline.json and refuses
-to mix runs with different ones. With no arguments: the demo cfg on the built-in demo dataset,
-about 30 minutes on 2 CPU cores.
+Interrupted at any moment (ctrl-C, kill -9), the same command continues: --out's
+pipeline.json (written before the first stage) lists the finished stages, which are skipped;
+a training stage continues from its last completed epoch; prune and compare start over. The
+manifest also keeps the settings, and a run with different ones is refused.
+
+With no arguments: the demo cfg on the built-in demo dataset, about 30 minutes on 2 CPU
+cores.
 
 examples:
   python main.py pipeline
@@ -133,51 +137,94 @@ def _epochs(epochs: int | None) -> list[str]:
 
 
 def _load_manifest(p: Paths, settings: dict) -> dict:
+    """The manifest of ``p.root``: read (and its settings checked), or a new one for a
+    folder that is missing or empty."""
     from common.errors import UserError
 
     if p.manifest.exists():
-        manifest = json.loads(p.manifest.read_text())
-        if manifest.get("settings") != settings:
-            diff = {k: (manifest.get("settings", {}).get(k), v) for k, v in settings.items()
-                    if manifest.get("settings", {}).get(k) != v}
-            first = next(iter(diff))
+        manifest = _read_manifest(p.manifest)
+        if manifest["settings"] != settings:
+            first = next(k for k in settings if manifest["settings"].get(k) != settings[k])
             raise UserError(f"{p.root} holds a pipeline run with other settings ({first}: "
-                            f"{diff[first][0]!r} there, {diff[first][1]!r} now); "
-                            "choose another --out")
+                            f"{manifest['settings'].get(first)!r} there, {settings[first]!r} "
+                            "now); choose another --out")
         return manifest
-    if p.root.exists() and any(p.root.iterdir()):
+    if p.root.exists() and any(not _is_manifest_temp(e) for e in p.root.iterdir()):
         raise UserError(f"{p.root} is not empty and holds no pipeline.json; choose another "
                         "--out")
     return {"settings": settings, "stages": {}}
 
 
+def _read_manifest(path: Path) -> dict:
+    from common.errors import UserError
+    from common.io import read_text
+
+    try:
+        manifest = json.loads(read_text(path, "pipeline manifest"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not a readable pipeline manifest ({e}); delete it to start "
+                        "over, or choose another --out") from None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("settings"), dict)
+            and isinstance(manifest.get("stages"), dict)):
+        raise UserError(f"{path}: not a pipeline manifest (needs 'settings' and 'stages'); "
+                        "delete it to start over, or choose another --out")
+    return manifest
+
+
+def _is_manifest_temp(entry: Path) -> bool:
+    """A temporary file of a manifest write that a kill interrupted (common.io)."""
+    return entry.name.startswith(".pipeline.json.") and entry.name.endswith(".tmp")
+
+
+def _run_stage(stage: str, args, p: Paths, manifest: dict, parser) -> int:
+    """Run one stage (continuing its training run if it has a checkpoint); on success
+    record it in the manifest."""
+    from commands import parse_args
+    from common.io import atomic_write_text
+    from engine.writer import CHECKPOINT
+
+    argv = stage_argv(stage, args, p)
+    if (p.root / stage / CHECKPOINT).exists():
+        argv.append("--resume")
+    print(f"[{stage}] $ python main.py {shlex.join(argv)}", flush=True)
+    start = time.perf_counter()
+    stage_args = parse_args(argv, parser)
+    rc = stage_args._run(stage_args)
+    if not rc:
+        manifest["stages"][stage] = {"seconds": time.perf_counter() - start,
+                                     "command": shlex.join(["python", "main.py", *argv])}
+        atomic_write_text(p.manifest, json.dumps(manifest, indent=2) + "\n")
+    return rc
+
+
 def run(args) -> int:
+    """Each stage not yet in the manifest runs; a training stage whose folder holds a
+    checkpoint continues with --resume (a finished one then trains nothing), any other
+    stage starts over in its folder. The manifest is written before the first stage and
+    after each one, so an interruption at any moment leaves a folder the same command
+    continues."""
     from commands import build_parser
     from common.io import atomic_write_text, ensure_writable_dir
 
     PruneSettings.from_args(args)  # refuse bad prune settings here, not 20 minutes later
     p = Paths(Path(args.out))
-    settings = {k: getattr(args, k) for k in SETTINGS}
-    manifest = _load_manifest(p, settings)
+    manifest = _load_manifest(p, {k: getattr(args, k) for k in SETTINGS})
     ensure_writable_dir(p.root)
+    atomic_write_text(p.manifest, json.dumps(manifest, indent=2) + "\n")
     parser = build_parser()
     for stage in STAGES:
         if stage in manifest["stages"]:
             print(f"[{stage}] done before ({manifest['stages'][stage]['seconds']:.0f}s), "
                   "skipped")
             continue
-        argv = stage_argv(stage, args, p)
-        if (p.root / stage / "last.pt").exists():
-            argv.append("--resume")
-        print(f"[{stage}] $ python main.py {shlex.join(argv)}", flush=True)
-        start = time.perf_counter()
-        stage_args = parser.parse_args(argv)
-        rc = stage_args._run(stage_args)
+        try:
+            rc = _run_stage(stage, args, p, manifest, parser)
+        except KeyboardInterrupt:
+            print(f"[{stage}] interrupted; the same command continues from here",
+                  file=sys.stderr)
+            raise
         if rc:
             return rc
-        manifest["stages"][stage] = {"seconds": time.perf_counter() - start,
-                                     "command": shlex.join(["python", "main.py", *argv])}
-        atomic_write_text(p.manifest, json.dumps(manifest, indent=2) + "\n")
     print("\nstage wall times: " + ", ".join(
         f"{s} {manifest['stages'][s]['seconds'] / 60:.1f} min" for s in STAGES))
     print(f"table: {p.compare / 'compare.md'}")

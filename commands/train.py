@@ -19,17 +19,24 @@ With no arguments it trains cfgs/demo.cfg on the built-in demo dataset (generate
 use, cached in ~/.cache/res2net-yolo or $RES2NET_YOLO_CACHE) with defaults chosen on it: on 2
 CPU cores it took 10.6 minutes to reach mAP@.5 0.97 (AdamW, lr 0.006, batch 8, 12 epochs).
 
-Files in --out, rewritten atomically after every epoch:
+Files in --out, rewritten atomically after every epoch, the checkpoint first:
+  last.pt                     resumable checkpoint (optimizer, schedule, EMA, RNG, flags)
   last.weights, best.weights  Darknet weights (EMA copy); best = highest mAP@.5:.95
-  last.pt                     resumable checkpoint (optimizer, schedule, EMA, RNG, ...)
   results.json, results.csv   per-epoch loss components, lr, images/s, mAP@.5, mAP@.5:.95
   model.cfg, run.json         the cfg trained and the settings used
 
 Output directory: without --out, runs/train, or runs/train2, runs/train3, ... when it is
 taken. An explicit --out that already holds a run is refused unless --resume is given.
---resume continues the run in --out (default: the newest runs/train*) from its last
-completed epoch with every setting from its checkpoint; only --device and --workers may
-change.
+
+Interrupted (ctrl-C, kill -9, NaN loss): --resume continues the run in --out (default: the
+newest runs/train*) from its last completed epoch and, with the same flags, ends with the
+same bytes as an uninterrupted run. Stopped before its first epoch completed, a run has no
+last.pt: run the same command again without --resume. --resume replays the command and flags
+recorded in last.pt; it honours --lr and --epochs: from the resumed iteration on, the lr is
+what a run started with the new values would have there (warm-up, then cosine from --lr to
+--lr x 0.05 at the last epoch; more epochs stretch the cosine, so on a finished run the lr
+rises again). --device, --workers and --no-progress may change too; any other flag that
+differs from the run's is refused by name, and so is another command (train on a sparse run).
 
 Several processes: torchrun --nproc_per_node=N main.py train ... runs DistributedDataParallel
 (NCCL on GPUs with SyncBatchNorm, gloo on CPU); --batch-size is the total over processes.
@@ -79,7 +86,8 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                    help=f"output directory (default: {default_out}, or {default_out}2, ... "
                         "when taken)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last completed epoch")
+                   help="continue the run in --out from its last completed epoch, with its "
+                        "recorded flags; --lr and --epochs change them (see above)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=None,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,18 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
     return model
+
+
+def kill_when(path, proc, timeout=300):
+    """kill -9 ``proc`` as soon as ``path`` exists (it must still be running then)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "the process ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
 
 
 @pytest.fixture

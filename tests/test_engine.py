@@ -230,3 +230,43 @@ def test_cpu_threads_leave_room_for_loader_workers(monkeypatch):
         assert d.default_workers(d.DistInfo(world_size=2, device=torch.device("cuda", 0))) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_trainer_offers_what_the_hook_contract_lists_and_the_hooks_read_no_more(spec, tmp_path):
+    """Every name of engine.hooks.TrainerView exists on the Trainer, and the project's hooks
+    (sparsity, distillation) run on a view that offers those names and nothing else."""
+    from engine.hooks import TrainerView
+    from finetune.hook import DistillationHook
+    from sparsity.hook import SparsityHook
+    from sparsity.penalty import SparsitySchedule
+
+    names = set(TrainerView.__annotations__) | {n for n in vars(TrainerView)
+                                                if not n.startswith("_")}
+    assert {"model", "eval_model", "ema", "optimizer", "epoch", "iteration", "config",
+            "device", "dist", "out_dir", "log"} == names
+    trainer = Trainer(fresh_model(), build_data(spec, 64), small_config(epochs=1), tmp_path,
+                      progress=False)
+    for name in names:
+        getattr(trainer, name)
+
+    class Strict:
+        def __getattr__(self, name):
+            if name not in names:
+                raise AttributeError(f"trainer.{name} is not in the hook contract")
+            return getattr(trainer, name)
+
+    view, images = Strict(), torch.rand(2, 3, 64, 64)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.2]])
+    for hook in (SparsityHook(SparsitySchedule(0.01)), DistillationHook(fresh_model(1))):
+        hook.on_train_start(view)
+        hook.on_epoch_start(view, 0)
+        outputs = trainer.model(images)
+        extra = hook.extra_loss(view, images, targets, outputs)
+        (sum(o.sum() for o in outputs) + (extra if extra is not None else 0)).backward()
+        hook.after_backward(view)
+        hook.after_step(view)
+        metrics = {"epoch": 1}
+        hook.on_epoch_end(view, metrics)
+        hook.write(tmp_path)
+        hook.on_train_end(view)
+    assert (tmp_path / "gamma_stats.json").is_file()  # the sparsity hook's own file

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, kill_when
 
 import main
 from yolodata import ensure_demo_dataset
@@ -113,3 +115,171 @@ def test_same_seed_same_run_other_seed_other_run(data_yaml, tmp_path):
         weights[name] = (out / "last.weights").read_bytes()
     assert weights["a"] == weights["b"]
     assert weights["a"] != weights["c"]
+
+
+def rows(out):
+    return json.loads((out / "results.json").read_text())["epochs"]
+
+
+def same_run(a, b):
+    """Two run folders hold the same weights and the same results (timings aside)."""
+    for name in ("last.weights", "best.weights"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    drop = ("images_per_s", "train_s", "eval_s")
+    assert ([{k: v for k, v in r.items() if k not in drop} for r in rows(a)]
+            == [{k: v for k, v in r.items() if k not in drop} for r in rows(b)])
+
+
+def kill_after_checkpoint(monkeypatch, epoch):
+    """Stop the run right after epoch ``epoch``'s checkpoint is on disk, before the
+    weights and results of that epoch (what a kill -9 there leaves)."""
+    import engine.writer
+
+    real = engine.writer.save_checkpoint
+
+    def save_then_die(path, state):
+        real(path, state)
+        if state["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.writer, "save_checkpoint", save_then_die)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_killed_between_checkpoint_and_weights_resumes_to_the_same_bytes(
+        data_yaml, tmp_path, monkeypatch, capsys, epoch):
+    """The checkpoint is the commit point: written first, so a kill after it leaves the
+    epoch's weights and results stale (or, in epoch 1, missing), and --resume rewrites them
+    and ends exactly where an uninterrupted run does."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert main.main(train_argv(data_yaml, "--epochs", "3", "--out", str(straight))) == 0
+    with monkeypatch.context() as m:
+        kill_after_checkpoint(m, epoch)
+        assert main.main(train_argv(data_yaml, "--epochs", "3", "--out", str(killed))) == 130
+    from engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(killed / "last.pt")["epoch"] == epoch
+    if epoch == 1:
+        assert not (killed / "last.weights").exists()
+    else:
+        assert len(rows(killed)) == epoch - 1  # the results still of the epoch before
+    capsys.readouterr()
+    assert main.main(train_argv(data_yaml, "--epochs", "3", "--out", str(killed),
+                                "--resume")) == 0
+    assert f"after epoch {epoch}" in capsys.readouterr().out
+    same_run(straight, killed)
+
+
+@pytest.mark.e2e
+def test_a_folder_without_checkpoint_is_a_fresh_start_unless_it_holds_weights(
+        data_yaml, tmp_path, monkeypatch, capsys):
+    import engine.writer
+
+    out = tmp_path / "run"
+    argv = train_argv(data_yaml, "--out", str(out))
+    with monkeypatch.context() as m:  # killed in epoch 1: only model.cfg and run.json
+        m.setattr(engine.writer, "save_checkpoint", lambda path, state: sys.exit(9))
+        with pytest.raises(SystemExit):
+            main.main(argv)
+    assert {p.name for p in out.iterdir()} == {"model.cfg", "run.json"}
+    assert main.main([*argv, "--resume"]) == 2
+    assert "no epoch of that run completed; start it again without --resume" in \
+        capsys.readouterr().err
+    assert main.main(argv) == 0 and (out / "last.pt").is_file()
+
+    (out / "last.pt").unlink()  # weights without their checkpoint: neither is guessed
+    for extra, message in (((), "holds run files but no last.pt"),
+                           (("--resume",), "holds run files but no checkpoint")):
+        assert main.main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.e2e
+def test_resume_honours_lr_and_epochs_from_the_resumed_iteration(data_yaml, tmp_path, capsys):
+    from engine.checkpoint import load_checkpoint
+    from engine.optim import LRSchedule
+
+    out = tmp_path / "run"
+    assert main.main(train_argv(data_yaml, "--out", str(out))) == 0  # 1 epoch, 2 iterations
+    assert main.main(train_argv(data_yaml, "--out", str(out), "--resume", "--epochs", "3",
+                                "--lr", "0.001")) == 0
+    assert "resumed with epochs, lr0 changed" in capsys.readouterr().out
+    # the lr logged after epochs 2 and 3: a 3-epoch cosine with peak 0.001, at iterations 4, 6
+    schedule = LRSchedule(total=6, warmup=2, lrf=0.05)
+    assert [r["lr"] for r in rows(out)][1:] == pytest.approx([0.001 * schedule(4),
+                                                              0.001 * schedule(6)])
+    assert rows(out)[0]["lr"] == pytest.approx(0.006 * LRSchedule(2, 2, 0.05)(2))
+    state = load_checkpoint(out / "last.pt")
+    assert (state["epoch"], state["config"]["epochs"], state["config"]["lr0"]) == (3, 3, 0.001)
+
+    assert main.main(train_argv(data_yaml, "--out", str(out), "--resume", "--epochs",
+                                "3")) == 0  # the new settings are the run's now
+    assert "nothing to train" in capsys.readouterr().out
+    assert main.main(train_argv(data_yaml, "--out", str(out), "--resume", "--epochs",
+                                "2")) == 2
+    assert "epochs 2 is fewer than the 3 the checkpoint has completed" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_resume_of_a_finished_run_with_more_epochs_trains_them(data_yaml, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main.main(train_argv(data_yaml, "--out", str(out), "--epochs", "2")) == 0
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header.count("best") == 1 and len(header) == len(set(header))
+    capsys.readouterr()
+    assert main.main(["train", "--resume", "--out", str(out), "--epochs", "3",
+                      "--no-progress", "--workers", "0"]) == 0
+    assert "done: 1 epoch(s)" in capsys.readouterr().out
+    assert [r["epoch"] for r in rows(out)] == [1, 2, 3]
+
+
+@pytest.mark.e2e
+def test_resume_refuses_another_command_and_changed_flags_and_replays_the_rest(
+        data_yaml, tmp_path, capsys):
+    sparse, tuned = tmp_path / "sparse", tmp_path / "finetune"
+    sparse_argv = ["sparse", *train_argv(data_yaml)[1:], "--s", "0.02", "--out", str(sparse)]
+    assert main.main(sparse_argv) == 0
+    teacher = ["--teacher-cfg", str(DEMO), "--teacher-weights", str(sparse / "last.weights")]
+    assert main.main(["finetune", *train_argv(data_yaml, "--weights",
+                      str(sparse / "last.weights"), "--out", str(tuned), *teacher)[1:]]) == 0
+    capsys.readouterr()
+    for argv, message in [
+        (["train", "--resume", "--out", str(sparse)],
+         "holds a `main.py sparse` run; continue it with `main.py sparse --resume`"),
+        (["sparse", "--resume", "--out", str(tuned)], "holds a `main.py finetune` run"),
+        (["sparse", "--resume", "--out", str(sparse), "--batch-size", "2"],
+         "--batch-size is 2 here and 4 in that run; on resume only --device, --workers, "
+         "--no-progress, --lr, --epochs may change"),
+        (["sparse", "--resume", "--out", str(sparse), "--s", "0.01"],
+         "--s is 0.01 here and 0.02 in that run")]:
+        assert main.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    # the same flags again (as the pipeline passes them) are fine; the penalty carries on
+    assert main.main([*sparse_argv, "--resume", "--epochs", "2"]) == 0
+    assert [r["sparsity_s"] for r in rows(sparse)] == [0.02, 0.02]
+    # finetune --resume without the teacher flags still distils: they are the run's
+    assert main.main(["finetune", "--resume", "--out", str(tuned), "--epochs", "2",
+                      "--no-progress"]) == 0
+    assert all(r["loss_distill"] > 0 for r in rows(tuned))
+
+
+@pytest.mark.e2e
+def test_kill_9_after_the_first_checkpoint_then_resume_ends_with_the_same_bytes(
+        data_yaml, tmp_path):
+    """Killed wherever it happens to be once epoch 1 is committed (writing files, or in
+    epoch 2), the run resumes to exactly what an uninterrupted run writes."""
+    from engine.checkpoint import load_checkpoint
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    argv = train_argv(data_yaml, "--epochs", "3")
+    assert main.main([*argv, "--out", str(straight)]) == 0
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv, "--out", str(killed)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(killed / "last.pt", proc)
+    assert load_checkpoint(killed / "last.pt")["epoch"] < 3
+    assert main.main([*argv, "--out", str(killed), "--resume"]) == 0
+    same_run(straight, killed)

@@ -237,3 +237,116 @@ def test_pipeline_refuses_bad_prune_settings_before_training(tmp_path, flag, val
     proc = run_main("pipeline", "--out", out, flag, value)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}"
     assert not out.exists()
+
+
+def tiny_pipeline_argv(out, data, dense_epochs=1):
+    return ["pipeline", "--out", str(out), "--data", str(data), "--img-size", "64",
+            "--dense-epochs", str(dense_epochs), "--sparse-epochs", "1",
+            "--finetune-epochs", "1", "--workers", "0"]
+
+
+def finished_stages(out):
+    return list(json.loads((out / "pipeline.json").read_text())["stages"])
+
+
+@pytest.mark.e2e
+def test_pipeline_killed_in_its_first_stage_continues_the_dense_run(tiny_data, tmp_path):
+    """kill -9 in the dense stage after its first epoch, then the same command: the dense
+    run continues from its last completed epoch (to the bytes an uninterrupted `main.py
+    train` writes) and the pipeline finishes."""
+    from conftest import kill_when
+
+    from engine.checkpoint import load_checkpoint
+
+    out = tmp_path / "pipe"
+    argv = tiny_pipeline_argv(out, tiny_data, dense_epochs=3)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(out / "dense" / "last.pt", proc)
+    done = load_checkpoint(out / "dense" / "last.pt")["epoch"]
+    assert done < 3 and finished_stages(out) == []  # the manifest came first
+    again = run_main(*argv)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming {out / 'dense'} after epoch {done}" in again.stdout
+    assert finished_stages(out) == ["dense", "sparse", "prune", "finetune", "compare"]
+    assert (out / "compare" / "compare.json").is_file()
+    plain = tmp_path / "plain"
+    assert run_main("train", "--cfg", DEMO_CFG, "--epochs", 3, "--data", tiny_data,
+                    "--img-size", 64, "--workers", 0, "--out", plain).returncode == 0
+    for name in ("last.weights", "best.weights"):
+        assert (plain / name).read_bytes() == (out / "dense" / name).read_bytes(), name
+
+
+@pytest.mark.e2e
+def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(tiny_data, tmp_path,
+                                                                      monkeypatch, capsys):
+    import common.io
+    import comparison.compare
+    import engine.writer
+    import main
+
+    out = tmp_path / "pipe"
+    argv = tiny_pipeline_argv(out, tiny_data)
+    real_save, real_write = engine.writer.save_checkpoint, common.io.atomic_write_text
+
+    def no_sparse_checkpoint(path, state):  # killed in the sparse stage's first epoch
+        if path.parent.name == "sparse":
+            raise KeyboardInterrupt
+        real_save(path, state)
+
+    def no_prune_entry(path, text):  # killed after prune, before the manifest says so
+        if path.name == "pipeline.json" and "prune" in json.loads(text)["stages"]:
+            raise KeyboardInterrupt
+        real_write(path, text)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for module, name, fault, stages in [
+            (engine.writer, "save_checkpoint", no_sparse_checkpoint, ["dense"]),
+            (common.io, "atomic_write_text", no_prune_entry, ["dense", "sparse"]),
+            (comparison.compare, "measure_latency", interrupted,  # compare, after its mAPs
+             ["dense", "sparse", "prune", "finetune"])]:
+        with monkeypatch.context() as m:
+            m.setattr(module, name, fault)
+            assert main.main(argv) == 130
+        assert finished_stages(out) == stages
+        printed = capsys.readouterr()
+        assert "interrupted; the same command continues from here" in printed.err
+        if stages == ["dense"]:
+            assert {p.name for p in (out / "sparse").iterdir()} == {"model.cfg", "run.json"}
+        if stages == ["dense", "sparse"]:  # sparse started over in its folder
+            assert "[sparse] $ python main.py sparse" in printed.out
+            assert "--resume" not in printed.out
+        if "finetune" in stages:  # prune ran again over its own outputs
+            assert "[prune] $ python main.py prune" in printed.out
+    assert main.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done before") == 4 and "[compare] $ python main.py compare" in printed
+    table = json.loads((out / "compare" / "compare.json").read_text())
+    assert [m["name"] for m in table["models"]] == ["dense", "sparse", "pruned", "finetuned"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "pipeline.json: not a readable pipeline manifest (Expecting property name"),
+    ('["a list"]', "pipeline.json: not a pipeline manifest (needs 'settings' and 'stages')")])
+def test_a_corrupt_manifest_is_one_line_naming_it(tmp_path, text, message):
+    out = tmp_path / "pipe"
+    out.mkdir()
+    (out / "pipeline.json").write_text(text)
+    proc = run_main("pipeline", "--out", out)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {out / 'pipeline.json'}") and message in proc.stderr
+
+
+def test_a_folder_holding_only_a_killed_manifest_write_is_a_new_pipeline(tmp_path):
+    from commands.pipeline import Paths, _load_manifest
+
+    root = tmp_path / "pipe"
+    root.mkdir()
+    (root / ".pipeline.json.k2j4.tmp").write_text("{")
+    assert _load_manifest(Paths(root), {"ratio": 0.5}) == {"settings": {"ratio": 0.5},
+                                                           "stages": {}}
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="is not empty and holds no pipeline.json"):
+        _load_manifest(Paths(root), {"ratio": 0.5})
