@@ -52,6 +52,11 @@ PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = "runs/train"
 # Values chosen on the demo (see the README's training section); None = the engine default.
 DEFAULTS = dict(epochs=12, img_size=128, batch_size=8, optimizer="adamw", lr=0.006)
+# Flags that say how a run is carried out, not what it computes: free on --resume.
+HOW = ("device", "workers", "no_progress")
+# Flags a resumed run honours (engine.optim: how the schedule continues).
+HONOURED = {"lr": "lr0", "epochs": "epochs"}
+NOT_RECORDED = ("command", "given", "resume", "out")
 
 
 def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None,
@@ -100,15 +105,11 @@ def run(args: argparse.Namespace) -> int:
     return train(args)
 
 
-# Flags that say how a run is carried out, not what it computes: free on --resume.
-HOW = ("device", "workers", "no_progress")
-# Flags a resumed run honours (engine.optim: how the schedule continues).
-HONOURED = {"lr": "lr0", "epochs": "epochs"}
-NOT_RECORDED = ("command", "given", "resume", "out")
+HookFactory = Callable[[argparse.Namespace], list]
 
 
-def train(args: argparse.Namespace, build_hooks: Callable[[argparse.Namespace], list] | None
-          = None, default_out: str = DEFAULT_OUT) -> int:
+def train(args: argparse.Namespace, build_hooks: HookFactory | None = None,
+          default_out: str = DEFAULT_OUT) -> int:
     """Run ``args``'s training (engine.run): a fresh run, or with ``--resume`` the run in
     ``--out`` continued. ``build_hooks(args)`` makes the command's hooks (engine.hooks) from
     the run's effective flags: on resume, those recorded in the checkpoint.
