@@ -16,6 +16,10 @@ example:
       --model pruned=runs/prune/pruned.cfg,runs/finetune/best.weights --out runs/compare"""
 
 
+# darknet.deploy.RUNTIMES, spelled here so that --help imports no torch (a test keeps them equal).
+RUNTIMES = ("eager", "folded", "torchscript", "onnxruntime")
+
+
 def add_arguments(p) -> None:
     p.add_argument("--model", action="append", required=True, metavar="NAME=CFG,WEIGHTS",
                    help="a model to compare; repeat it, the first is the reference")
@@ -27,10 +31,12 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", type=int, default=30,
                    help="timed forward passes per model (default: 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed passes first (default: 5)")
-    p.add_argument("--runtime", choices=("eager", "folded", "torchscript"), default="folded",
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
                    help="the form timed: eager (the training model), folded (BN folded into "
-                        "the convs, as deployed; default) or torchscript (folded, traced and "
-                        "frozen: no Python in the forward)")
+                        "the convs), torchscript (folded, traced and frozen: no Python in the "
+                        "forward) or onnxruntime (folded, exported to ONNX and run in "
+                        "onnxruntime with torch's thread count and spin-waiting off, where a "
+                        "CPU user deploys it; default)")
     p.add_argument("--workers", type=int, default=None,
                    help="data loader processes (default: 0; models run on the CPU)")
     p.add_argument("--out", default=None, help="directory for compare.md/.json/.png")

@@ -2,9 +2,9 @@
 
 Latency is the median of repeated batch-1 forward passes after warm-up, the models timed in
 turns within one run (so background load hits them alike), each in the same inference form
-(``darknet.deploy``: eager, BN folded, or TorchScript); NMS is timed separately on each
-model's own outputs, because its cost depends on how many boxes survive the score threshold,
-not on the network.
+(``darknet.deploy``: eager, BN folded, TorchScript or onnxruntime); NMS is timed separately on
+each model's own outputs, because its cost depends on how many boxes survive the score
+threshold, not on the network.
 """
 
 from __future__ import annotations

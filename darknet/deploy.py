@@ -5,7 +5,9 @@ beta``, so the conv before it can absorb it: weights scaled by ``gamma / sqrt(va
 per output channel, bias ``(b - mean) * gamma / sqrt(var + eps) + beta``. That removes one
 op per conv, which matters at batch 1 on a CPU, where a small network's forward costs about
 as much in per-op dispatch as in arithmetic. ``torchscript`` also drops the Python
-interpreter from the forward (``Darknet.forward`` walks the layer list in Python).
+interpreter from the forward (``Darknet.forward`` walks the layer list in Python);
+``onnxruntime`` runs the folded model exported to ONNX (``darknet.onnx_export``), where a
+CPU user would deploy it.
 
 The folded model is for inference only: it has no BNs to train or to write to ``.weights``.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -69,20 +72,28 @@ class _Outputs(nn.Module):
         return tuple(self.model(x))
 
 
-RUNTIMES = ("eager", "folded", "torchscript")
+RUNTIMES = ("eager", "folded", "torchscript", "onnxruntime")
 
 
-def inference_model(model: Darknet, runtime: str, example: torch.Tensor) -> nn.Module:
-    """``model`` ready to time or ship: ``eager`` (as is, eval mode), ``folded`` (BN folded)
-    or ``torchscript`` (folded, traced at ``example``'s shape and frozen).
+def inference_model(model: Darknet, runtime: str,
+                    example: torch.Tensor) -> Callable[[torch.Tensor], Sequence[torch.Tensor]]:
+    """``model`` ready to time or ship: ``eager`` (as is, eval mode), ``folded`` (BN folded),
+    ``torchscript`` (folded, traced at ``example``'s shape and frozen) or ``onnxruntime``
+    (folded, exported at ``example``'s shape, in a session without spin-waiting).
 
-    Every form maps images to the eval outputs of ``Darknet.forward`` (a tuple for
-    ``torchscript``, whose decode grid is fixed at the traced size).
+    Every form maps images to a sequence of tensors whose concat along dim 1 is
+    ``torch.cat(model(images), 1)``: the per-head eval outputs of ``Darknet.forward`` (a
+    tuple for ``torchscript``), or for ``onnxruntime`` all of them in one tensor. The traced
+    forms' decode grid is fixed at ``example``'s size.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "eager":
         return model.eval()
+    if runtime == "onnxruntime":
+        from .onnx_export import OrtDetector, export_onnx, ort_session  # imports deploy
+
+        return OrtDetector(ort_session(export_onnx(model, example)))
     folded = fold_batchnorm(model)
     if runtime == "folded":
         return folded

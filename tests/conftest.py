@@ -92,3 +92,30 @@ def calibrate(model: torch.nn.Module, size: int = 64, seed: int = 0) -> torch.nn
     for bn, momentum in zip(bns, momenta, strict=True):
         bn.momentum = momentum
     return model.train(training)
+
+
+def calibrate_heads(model, size: int = 64, seed: int = 0):
+    """``calibrate`` after random gammas and betas (``randomize_bn``), then every conv
+    without BN (the heads) rescaled to unit output variance on random images; eval mode.
+
+    The heads' logits are then O(1), as a trained model's are, so raw logits and decoded
+    boxes (whose sizes are exp of a logit) are worth comparing.
+    """
+    calibrate(randomize_bn(model, seed), size, seed).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    images = torch.rand(4, model.cfg.net.channels, size, size, generator=g)
+    stds: dict[torch.nn.Conv2d, float] = {}
+
+    def measure(conv, inputs, out) -> None:
+        stds[conv] = out.std().item()
+
+    hooks = [conv.register_forward_hook(measure)
+             for _, conv, bn in model.conv_bn_pairs() if bn is None]
+    with torch.no_grad():
+        model(images)
+        for conv, std in stds.items():
+            conv.weight.div_(std)
+            conv.bias.div_(std)
+    for hook in hooks:
+        hook.remove()
+    return model

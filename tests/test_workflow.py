@@ -218,7 +218,7 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
     table = json.loads((out / "compare" / "compare.json").read_text())
     assert [m["name"] for m in table["models"]] == ["dense", "sparse", "pruned", "finetuned"]
     assert table["models"][2]["params"] < table["models"][0]["params"]
-    assert table["runtime"] == "folded"
+    assert table["runtime"] == "onnxruntime"
     report = json.loads((out / "prune" / "prune_report.json").read_text())
     assert report["settings"]["flops_exponent"] == 0.1  # the pipeline passes prune's default
     # a second run skips every stage; other settings in the same folder are refused

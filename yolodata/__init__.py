@@ -11,7 +11,7 @@ Typical use::
 
 from common.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from yolodata.augment import AugmentConfig
-from yolodata.dataset import Batch, Sample, Unreadable, YoloDataset, collate
+from yolodata.dataset import Batch, Sample, Unreadable, YoloDataset, collate, letterbox_image
 from yolodata.demo import default_root, ensure_demo_dataset
 from yolodata.errors import DataError, ImageError, LabelError
 from yolodata.geometry import Letterbox
@@ -38,6 +38,7 @@ __all__ = [
     "default_root",
     "ensure_demo_dataset",
     "label_path",
+    "letterbox_image",
     "load_spec",
     "read_labels",
     "xyxy_to_cxcywh",

@@ -188,12 +188,22 @@ class YoloDataset(Dataset):
                 lb = Letterbox.fit(orig_hw, self.img_size)
                 h, w = lb.resized_hw
                 im.draft("RGB", (w, h))  # JPEG: decode at reduced scale when it can
-                rgb = im.convert("RGB")
-                if rgb.size != (w, h):
-                    rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
-                return np.array(rgb), orig_hw  # a writable copy, as torch wants
+                return _resized(im.convert("RGB"), lb), orig_hw
         except IMAGE_ERRORS as e:
             raise ImageError(f"cannot read image ({e})", path) from e
+
+
+def letterbox_image(rgb: Image.Image, img_size: int) -> tuple[torch.Tensor, Letterbox]:
+    """An RGB image as the loader's un-augmented input ``[3, S, S]``, and its letterbox."""
+    lb = Letterbox.fit((rgb.height, rgb.width), img_size)
+    return _to_tensor(_paste(_resized(rgb, lb), lb)), lb
+
+
+def _resized(rgb: Image.Image, lb: Letterbox) -> np.ndarray:
+    h, w = lb.resized_hw
+    if rgb.size != (w, h):
+        rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
+    return np.array(rgb)  # a writable copy, as torch wants
 
 
 def _paste(pixels: np.ndarray, lb: Letterbox) -> np.ndarray:

@@ -1,0 +1,141 @@
+"""`main.py detect`: boxes on pictures, from a cfg + weights or an exported ONNX file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "run a detector on images: pictures with boxes and one detections.json"
+DESCRIPTION = """Run the detector on an image file or on every image directly inside a folder
+(letterboxed to --img-size as main.py eval does; one class per box, score = objectness x class
+probability > --conf-thres, class-aware NMS at --iou-thres) and write, in --out:
+  <image file name>   the picture with boxes, class names and scores drawn
+  detections.json     every image's detections in original-image pixels:
+                      {"images": [{"path", "width", "height", "detections": [{"class", "name",
+                      "score", "box": [x1, y1, x2, y2]}]}], "errors": [...], settings}
+The network runs in PyTorch (--cfg + --weights) or, with --onnx, in onnxruntime (a file from
+main.py export; --cfg then only gives the class count and the default --img-size).
+
+An image that cannot be read is named in one 'error: ...' line on stderr and the others are
+still processed; the exit code is then 2 (0 when every image was read).
+
+examples:
+  python main.py detect --cfg cfgs/demo.cfg --weights runs/pipeline/finetune/best.weights \\
+      --source ~/.cache/res2net-yolo/demo/images/val --data demo --out runs/detect
+  python main.py detect --cfg runs/prune/pruned.cfg --onnx runs/export/pruned.onnx \\
+      --source photo.jpg"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cfg", required=True, help="Darknet .cfg")
+    p.add_argument("--weights", default=None, help="Darknet .weights (not needed with --onnx)")
+    p.add_argument("--onnx", default=None, help="run this exported ONNX file in onnxruntime")
+    p.add_argument("--source", required=True, help="an image file or a folder of images")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="square input size, a multiple of 32 (default: a static ONNX input's "
+                        "size, else the cfg's [net] height)")
+    p.add_argument("--conf-thres", type=float, default=0.25, help="minimum score (default: 0.25)")
+    p.add_argument("--iou-thres", type=float, default=0.45,
+                   help="NMS IoU threshold (default: 0.45)")
+    p.add_argument("--data", default=None,
+                   help="class names: a Darknet .names file (one per line), a data .yaml, "
+                        "a Darknet .data file or 'demo' (default: class numbers)")
+    p.add_argument("--out", default="runs/detect", help="output folder (default: runs/detect)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from common.errors import UserError
+    from common.io import atomic_write_text
+    from darknet import Darknet
+    from detection import (
+        detect_image,
+        detections_as_json,
+        draw_detections,
+        find_images,
+        open_image,
+        save_picture,
+    )
+    from yolodata import ImageError
+
+    _check_args(args, UserError)
+    images = find_images(args.source)
+    out = Path(args.out)
+    if any((out / p.name).resolve() == p.resolve() for p in images):
+        raise UserError(f"--out {out} would overwrite the source images; choose another folder")
+    model = Darknet(args.cfg)
+    detector, img_size = _detector(model, args, UserError)
+    names = _names(args.data, model.num_classes, UserError)
+    results, errors = [], []
+    for path in images:
+        try:
+            rgb = open_image(path)
+        except ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            errors.append({"path": str(path), "error": e.reason})
+            continue
+        det = detect_image(detector, rgb, img_size, args.conf_thres, args.iou_thres)
+        save_picture(draw_detections(rgb, det, names), out / path.name)
+        results.append({"path": str(path), "width": rgb.width, "height": rgb.height,
+                        "detections": detections_as_json(det, names)})
+        print(f"{path}: {len(det)} detection{'s' * (len(det) != 1)}")
+    atomic_write_text(out / "detections.json", json.dumps({
+        "cfg": args.cfg, "weights": args.weights, "onnx": args.onnx, "img_size": img_size,
+        "conf_thres": args.conf_thres, "iou_thres": args.iou_thres, "images": results,
+        "errors": errors}, indent=1) + "\n")
+    print(f"wrote {len(results)} picture{'s' * (len(results) != 1)} and "
+          f"{out / 'detections.json'}")
+    return 2 if errors else 0
+
+
+def _check_args(args, UserError) -> None:
+    if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
+        raise UserError(f"--img-size must be a positive multiple of 32, got {args.img_size}")
+    if not 0 <= args.conf_thres < 1 or not 0 <= args.iou_thres <= 1:
+        raise UserError("--conf-thres must be in [0, 1) and --iou-thres in [0, 1], got "
+                        f"{args.conf_thres}, {args.iou_thres}")
+    if (args.weights is None) == (args.onnx is None):
+        raise UserError("give --weights (PyTorch) or --onnx (onnxruntime), one of them")
+
+
+def _detector(model, args, UserError):
+    """The callable that maps images to detections, and the input size to run it at."""
+    if args.onnx is None:
+        model.load_weights(args.weights)
+        return model.eval(), args.img_size or model.cfg.net.height
+    from darknet.onnx_export import OrtDetector, ort_session
+
+    session = ort_session(args.onnx)
+    (_, _, height, width), (*_, columns) = session.get_inputs()[0].shape, \
+        session.get_outputs()[0].shape
+    if isinstance(columns, int) and columns != 5 + model.num_classes:
+        raise UserError(f"{args.onnx}: output has {columns} columns per box, {args.cfg} needs "
+                        f"5 + {model.num_classes} classes")
+    static = height if isinstance(height, int) and height == width else None
+    img_size = args.img_size or static or model.cfg.net.height
+    if static is not None and img_size != static:
+        raise UserError(f"{args.onnx}: its input is fixed at {static}x{static}, got --img-size "
+                        f"{img_size} (export with --dynamic to choose)")
+    return OrtDetector(session), img_size
+
+
+def _names(data: str | None, num_classes: int, UserError) -> tuple[str, ...]:
+    if data is None:
+        return tuple(str(k) for k in range(num_classes))
+    if data == "demo":
+        from yolodata import DEMO_NAMES as names
+    elif data.endswith(".names"):
+        try:
+            names = [line.strip() for line in Path(data).read_text().splitlines()
+                     if line.strip()]
+        except OSError as e:
+            raise UserError(f"{data}: cannot read class names ({e.strerror})") from None
+    else:
+        from yolodata import load_spec
+
+        names = load_spec(data).names
+    if len(names) != num_classes:
+        raise UserError(f"{data}: {len(names)} class names but the model detects {num_classes}")
+    return tuple(names)
+

@@ -1,0 +1,86 @@
+"""`main.py export`: ship a model as ONNX or as plain Darknet layers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "ship a model: ONNX (checked in onnxruntime) or a cfg other Darknet readers run"
+DESCRIPTION = """Write a cfg + weights in a form other tools run.
+
+--format onnx (default): DIR/<cfg stem>.onnx, ONNX opset 17, BatchNorm folded into the
+  convolutions. One input 'images' [B, 3, H, W] (RGB in 0..1, letterboxed as main.py eval
+  does), one output 'output' [B, N, 5 + classes]: every candidate box as cx, cy, w, h in
+  input pixels, objectness and class probabilities (the eval forward of every [yolo] head,
+  concatenated). NMS is not in the graph. --dynamic makes the batch, height and width axes
+  dynamic. The file is loaded in onnxruntime, run on random images and compared with the
+  PyTorch model: above 1e-4 of the output scale it is an error and no file is left.
+
+--format darknet: DIR/<cfg stem>.cfg + .weights with every [res2net] and [triangle] lowered to
+  standard sections ([convolutional], [route] with groups, [shortcut], a [route] concat), all
+  route/shortcut indices renumbered; the weights' floats are unchanged. The route groups need
+  AlexeyAB's Darknet (or OpenCV DNN 4.x, or tools that read its cfgs); pjreddie's Darknet has
+  no [route] groups. A cfg without [res2net]/[triangle] is written unchanged.
+
+examples:
+  python main.py export --cfg runs/prune/pruned.cfg --weights runs/finetune/best.weights
+  python main.py export --cfg cfgs/demo.cfg --weights w.weights --format onnx --dynamic --json
+  python main.py export --cfg runs/prune/pruned.cfg --weights runs/finetune/best.weights \\
+      --format darknet --out runs/export"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cfg", required=True, help="Darknet .cfg")
+    p.add_argument("--weights", required=True, help="Darknet .weights")
+    p.add_argument("--format", choices=("onnx", "darknet"), default="onnx",
+                   help="onnx (default) or darknet (plain Darknet sections)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="onnx: square input size the graph is traced and checked at, a multiple "
+                        "of 32 (default: the cfg's [net] height)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="onnx: dynamic batch, height and width axes")
+    p.add_argument("--out", default="runs/export", help="output folder (default: runs/export)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: files, max_abs_diff")
+
+
+def run(args: argparse.Namespace) -> int:
+    from common.errors import UserError
+    from darknet import Darknet
+
+    if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
+        raise UserError(f"--img-size must be a positive multiple of 32, got {args.img_size}")
+    if args.format == "darknet" and (args.dynamic or args.img_size is not None):
+        raise UserError("--dynamic and --img-size apply to --format onnx only")
+    model = Darknet(args.cfg)
+    model.load_weights(args.weights)
+    model.eval()
+    stem = Path(args.out) / Path(args.cfg).stem
+    files, diff = (_onnx(model, stem, args) if args.format == "onnx" else _darknet(model, stem))
+    if args.json:
+        print(json.dumps({"files": [str(f) for f in files], "max_abs_diff": diff}))
+    else:
+        print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _onnx(model, stem: Path, args) -> tuple[list[Path], float]:
+    from darknet.onnx_export import OPSET, write_onnx
+
+    path = stem.with_suffix(".onnx")
+    img_size = args.img_size or model.cfg.net.height
+    check = write_onnx(model, path, img_size, args.dynamic)
+    if not args.json:
+        print(f"ONNX opset {OPSET}, input {img_size}x{img_size}"
+              f"{' (dynamic batch, height, width)' if args.dynamic else ''}; onnxruntime vs "
+              f"PyTorch: max abs diff {check.max_abs_diff:.3g} "
+              f"({check.max_rel_diff:.3g} of the output scale)")
+    return [path], check.max_abs_diff
+
+
+def _darknet(model, stem: Path) -> tuple[list[Path], float]:
+    from darknet.lower import write_lowered
+
+    check = write_lowered(model, stem)
+    return [check.cfg, check.weights], check.max_abs_diff

@@ -1,0 +1,68 @@
+"""One image through a detector: letterbox, forward, NMS, boxes back to the image's pixels.
+
+The model is any callable from images ``[B, 3, S, S]`` to a sequence of tensors whose
+concat along dim 1 is ``[B, N, 5 + classes]`` of eval detections: an eval-mode ``Darknet``
+or one of its inference forms (``darknet.deploy.inference_model``, an ``OrtDetector``).
+The input is made as ``main.py eval`` makes it (``yolodata.letterbox_image``), and the
+boxes are mapped back with the same ``Letterbox``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from common.errors import UserError
+from evaluation import postprocess
+from yolodata import ImageError, letterbox_image
+from yolodata.labels import IMAGE_ERRORS
+from yolodata.spec import IMAGE_SUFFIXES
+
+Detector = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
+
+def find_images(source: str | Path) -> list[Path]:
+    """``source`` itself, or the image files (by suffix) directly inside it, sorted."""
+    source = Path(source)
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir()
+                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise UserError(f"{source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return images
+    if not source.exists():
+        raise UserError(f"{source}: no such file or folder")
+    return [source]
+
+
+def open_image(path: Path) -> Image.Image:
+    """The file decoded to RGB; ImageError naming it when it cannot be."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except IMAGE_ERRORS as e:
+        raise ImageError(f"cannot read image ({e})", path) from e
+
+
+@torch.no_grad()
+def detect_image(model: Detector, rgb: Image.Image, img_size: int, conf_thres: float,
+                 iou_thres: float, max_det: int = 300) -> torch.Tensor:
+    """``[K, 6]`` detections ``x1, y1, x2, y2, score, class`` in ``rgb``'s pixels, best first.
+
+    One class per box (its best), as a user looking at the picture expects.
+    """
+    image, lb = letterbox_image(rgb, img_size)
+    outputs = model(image.unsqueeze(0))
+    det = postprocess([o.float().cpu() for o in outputs], conf_thres, iou_thres, max_det,
+                      multi_label=False)[0]
+    return torch.cat((lb.to_original(det[:, :4]), det[:, 4:]), 1)
+
+
+def detections_as_json(detections: torch.Tensor, names: Sequence[str]) -> list[dict]:
+    """``detect_image`` rows as JSON objects: class, name, score, box (pixels, 0.01 px)."""
+    return [{"class": int(c), "name": names[int(c)], "score": round(s, 5),
+             "box": [round(v, 2) for v in (x1, y1, x2, y2)]}
+            for x1, y1, x2, y2, s, c in detections.tolist()]
