@@ -15,10 +15,8 @@ Conv+activation fusion), so the file is not simplified further.
 
 from __future__ import annotations
 
-import copy
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +24,14 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from common.errors import UserError
 from common.io import atomic_write_bytes
 
+from .check import ExportError, OutputCheck, check_images, compare_outputs, float64_copy
 from .deploy import fold_batchnorm
 from .model import Darknet
 
 OPSET = 17
 INPUT, OUTPUT = "images", "output"
-# Largest accepted |onnxruntime - PyTorch| per output column, as a fraction of the column's
-# largest value (pixels for the box, 1 for the probabilities).
-TOLERANCE = 1e-4
-
-
-class ExportError(UserError):
-    """An exported graph that does not compute what the model does, or an unusable ONNX file."""
 
 
 class _Detections(nn.Module):
@@ -127,50 +118,30 @@ class OrtDetector:
         return [torch.from_numpy(self.session.run(None, {self.input: feed})[0])]
 
 
-@dataclass(frozen=True)
-class OnnxCheck:
-    max_abs_diff: float
-    max_rel_diff: float  # per output column, relative to that column's largest |value|
-
-
-def check_onnx(session: ort.InferenceSession, model: Darknet, images: torch.Tensor) -> OnnxCheck:
-    """Run ``images`` through the session and through ``model`` (eval); raise ExportError when
-    they differ by more than ``TOLERANCE`` of the output scale.
+def check_onnx(session: ort.InferenceSession, model: Darknet,
+               images: torch.Tensor) -> OutputCheck:
+    """Run ``images`` through the session and through ``model``; ExportError when they differ
+    by more than ``TOLERANCE`` of the output scale (``darknet.check``).
 
     The model runs in float64 (on a copy), so what is measured is the graph's own float32
     error: a deep random network's float32 forward is itself ~1e-4 off in the box sizes,
     which ``exp`` turns from an absolute logit error into a relative one.
     """
-    reference = copy.deepcopy(model).cpu().double().eval()
     with torch.no_grad():
-        want = torch.cat(reference(images.cpu().double()), 1).numpy()
-    got = OrtDetector(session)(images)[0].numpy()
-    if got.shape != want.shape:
-        raise ExportError(f"onnxruntime output has shape {list(got.shape)}, the PyTorch model's "
-                          f"is {list(want.shape)}")
-    diff = np.abs(got - want)
-    scale = np.maximum(np.abs(want).max(axis=(0, 1)), 1.0)
-    check = OnnxCheck(float(diff.max()), float((diff / scale).max()))
-    if not check.max_rel_diff <= TOLERANCE:  # also catches NaN
-        raise ExportError(
-            f"onnxruntime output differs from the PyTorch model's by {check.max_abs_diff:.3g} "
-            f"({check.max_rel_diff:.3g} of the output scale, more than {TOLERANCE:g})")
-    return check
+        want = torch.cat(float64_copy(model)(images.cpu().double()), 1).numpy()
+    return compare_outputs(want, OrtDetector(session)(images)[0].numpy(), "onnxruntime")
 
 
 def write_onnx(model: Darknet, path: str | Path, img_size: int,
-               dynamic: bool = False) -> OnnxCheck:
+               dynamic: bool = False) -> OutputCheck:
     """Export ``model`` to ``path``, checked in onnxruntime before the file appears there.
 
     The check runs seeded random images (batch 2 with ``dynamic``, else 1) through the
     file's bytes and through ``model``; on a mismatch it raises ExportError and writes nothing.
     """
+    images = check_images(model, img_size, 2 if dynamic else 1)
     device = next(model.parameters()).device
-    channels = model.cfg.net.channels
-    example = torch.zeros(1, channels, img_size, img_size, device=device)
-    data = export_onnx(model, example, dynamic)
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(2 if dynamic else 1, channels, img_size, img_size, generator=g)
-    check = check_onnx(ort_session(data), model, images.to(device))
+    data = export_onnx(model, torch.zeros_like(images[:1], device=device), dynamic)
+    check = check_onnx(ort_session(data), model, images)
     atomic_write_bytes(path, data)
     return check
