@@ -56,19 +56,25 @@ def run(args: argparse.Namespace) -> int:
     model = Darknet(args.cfg)
     model.load_weights(args.weights)
     model.eval()
-    stem = Path(args.out) / Path(args.cfg).stem
-    files, diff = (_onnx(model, stem, args) if args.format == "onnx" else _darknet(model, stem))
+    out, name = Path(args.out), Path(args.cfg).stem
+    suffixes = (".onnx",) if args.format == "onnx" else (".cfg", ".weights")
+    targets = [out / f"{name}{suffix}" for suffix in suffixes]
+    inputs = {Path(args.cfg).resolve(), Path(args.weights).resolve()}
+    if any(t.resolve() in inputs for t in targets):
+        raise UserError(f"--out {out} would overwrite the input {args.cfg} or {args.weights}; "
+                        "choose another folder")
+    write = _onnx if args.format == "onnx" else _darknet
+    diff = write(model, *targets, args)
     if args.json:
-        print(json.dumps({"files": [str(f) for f in files], "max_abs_diff": diff}))
+        print(json.dumps({"files": [str(t) for t in targets], "max_abs_diff": diff}))
     else:
-        print(f"wrote {', '.join(str(f) for f in files)}")
+        print(f"wrote {', '.join(str(t) for t in targets)}")
     return 0
 
 
-def _onnx(model, stem: Path, args) -> tuple[list[Path], float]:
+def _onnx(model, path: Path, args) -> float:
     from darknet.onnx_export import OPSET, write_onnx
 
-    path = stem.with_suffix(".onnx")
     img_size = args.img_size or model.cfg.net.height
     check = write_onnx(model, path, img_size, args.dynamic)
     if not args.json:
@@ -76,11 +82,18 @@ def _onnx(model, stem: Path, args) -> tuple[list[Path], float]:
               f"{' (dynamic batch, height, width)' if args.dynamic else ''}; onnxruntime vs "
               f"PyTorch: max abs diff {check.max_abs_diff:.3g} "
               f"({check.max_rel_diff:.3g} of the output scale)")
-    return [path], check.max_abs_diff
+    return check.max_abs_diff
 
 
-def _darknet(model, stem: Path) -> tuple[list[Path], float]:
+def _darknet(model, cfg: Path, weights: Path, args) -> float:
     from darknet.lower import write_lowered
 
-    check = write_lowered(model, stem)
-    return [check.cfg, check.weights], check.max_abs_diff
+    files = write_lowered(model, cfg, weights)
+    if args.json:
+        pass
+    elif not files.lowered:
+        print("no [res2net]/[triangle] sections: cfg and weights written unchanged")
+    else:
+        print(f"{len(model.cfg.layers)} layers lowered to {files.layers} plain Darknet layers; "
+              f"raw outputs vs the original model: max abs diff {files.max_abs_diff:.3g}")
+    return files.max_abs_diff
