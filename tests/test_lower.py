@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, calibrate
+from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate
 
 import main
 from darknet import CfgError, Darknet, parse_cfg, parse_cfg_text
@@ -114,17 +114,7 @@ activation=leaky
 width=2
 scale=4
 
-[convolutional]
-size=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=4,5, 8,10, 12,9
-classes=1
-num=3
-"""
+""" + YOLO_HEAD
 
 
 def test_a_res2net_block_lowers_to_the_documented_layout():
@@ -193,7 +183,7 @@ channels=3
 width=2
 scale=2
 
-""" + ONE_BLOCK.split("[res2net]\nwidth=2\nscale=4\n", 1)[1]
+""" + YOLO_HEAD
 
 
 def test_a_block_whose_residual_is_the_image_is_refused_with_its_line():
