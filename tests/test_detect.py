@@ -25,6 +25,7 @@ def demo(tmp_path_factory):
     """A calibrated demo model's weights, and a folder with two generated scenes (one of
     them not square, so the letterbox has padding to undo)."""
     root = tmp_path_factory.mktemp("detect")
+    torch.manual_seed(0)
     model = calibrate(Darknet(DEMO), torch.rand(4, 3, 128, 128,
                                                 generator=torch.Generator().manual_seed(1)))
     model.save_weights(root / "demo.weights")
@@ -104,10 +105,12 @@ def test_detect_in_onnxruntime_finds_the_same_boxes(demo, tmp_path, capsys):
     assert code == 0
     report = json.loads((tmp_path / "ort" / "detections.json").read_text())
     for image in report["images"]:
-        want = expected(model, image["path"])
-        got = as_rows(image)
-        assert got.shape == want.shape
+        # Boxes within float32 noise of the score threshold may fall either side of it.
+        want, got = (d[d[:, 4] > CONF + 1e-3] for d in (expected(model, image["path"]),
+                                                         as_rows(image)))
+        assert got.shape == want.shape and len(got) > 0
         torch.testing.assert_close(got[:, :5], want[:, :5], atol=0.02, rtol=1e-4)
+        assert got[:, 5].tolist() == want[:, 5].tolist()
     code, _, err = run_detect(capsys, "--onnx", tmp_path / "demo.onnx", "--source", src,
                               "--img-size", "160", "--out", tmp_path / "x")
     assert code == 2 and "fixed at 128x128" in err and not (tmp_path / "x").exists()

@@ -39,6 +39,7 @@ def images(n: int, size: int, seed: int) -> torch.Tensor:
 
 
 def calibrated(cfg, size: int, pruned: bool = False) -> Darknet:
+    torch.manual_seed(0)
     model = Darknet(cfg)
     if pruned:
         model, _ = prune_model(randomize_gammas(model, seed=0).eval(), 0.5)
