@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, calibrate
+from conftest import ROOT, calibrate_heads
 from PIL import Image
 
 import main
@@ -26,8 +26,7 @@ def demo(tmp_path_factory):
     them not square, so the letterbox has padding to undo)."""
     root = tmp_path_factory.mktemp("detect")
     torch.manual_seed(0)
-    model = calibrate(Darknet(DEMO), torch.rand(4, 3, 128, 128,
-                                                generator=torch.Generator().manual_seed(1)))
+    model = calibrate_heads(Darknet(DEMO), 128, seed=1)
     model.save_weights(root / "demo.weights")
     src = root / "src"
     src.mkdir()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, calibrate
+from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, calibrate_heads
 
 import main
 from darknet import Darknet
@@ -46,7 +46,7 @@ def size_of(model: Darknet) -> int:
 def model_for(name: str) -> Darknet:
     torch.manual_seed(0)
     model = MODELS[name]()
-    return calibrate(model, images(4, size_of(model), seed=1))
+    return calibrate_heads(model, size_of(model), seed=1)
 
 
 def detections(model: Darknet, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ def test_static_graph_refuses_another_batch():
                          ids=lambda p: p.name)
 def test_every_cfg_exports_and_passes_the_check(cfg, tmp_path):
     torch.manual_seed(0)
-    model = calibrate(Darknet(cfg), images(8, 64, seed=1))
+    model = calibrate_heads(Darknet(cfg), 64, seed=1)
     check = write_onnx(model, tmp_path / "m.onnx", 64)
     assert check.max_rel_diff <= TOLERANCE and (tmp_path / "m.onnx").stat().st_size > 0
 

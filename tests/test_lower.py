@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate
+from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate_heads
 
 import main
 from darknet import CfgError, Darknet, parse_cfg, parse_cfg_text
@@ -43,7 +43,7 @@ def calibrated(cfg, size: int, pruned: bool = False) -> Darknet:
     model = Darknet(cfg)
     if pruned:
         model, _ = prune_model(randomize_gammas(model, seed=0).eval(), 0.5)
-    return calibrate(model, images(4, size, seed=1))
+    return calibrate_heads(model, size, seed=1)
 
 
 def raw(model: Darknet, x: torch.Tensor) -> list[torch.Tensor]:
