@@ -21,7 +21,10 @@ DESCRIPTION = """Write a cfg + weights in a form other tools run.
   standard sections ([convolutional], [route] with groups, [shortcut], a [route] concat), all
   route/shortcut indices renumbered; the weights' floats are unchanged. The route groups need
   AlexeyAB's Darknet (or OpenCV DNN 4.x, or tools that read its cfgs); pjreddie's Darknet has
-  no [route] groups. A cfg without [res2net]/[triangle] is written unchanged.
+  no [route] groups. The lowered model's raw outputs are checked against the original's
+  before anything is written. A cfg without [res2net]/[triangle] is written unchanged; a
+  block plain sections cannot express (a [res2net] that reads the image: its residual
+  [shortcut] cannot refer to the input) is an error naming its cfg line.
 
 examples:
   python main.py export --cfg runs/prune/pruned.cfg --weights runs/finetune/best.weights
