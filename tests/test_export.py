@@ -12,7 +12,7 @@ import main
 from darknet import Darknet
 from darknet.check import TOLERANCE, ExportError
 from darknet.onnx_export import OPSET, OrtDetector, export_onnx, ort_session, write_onnx
-from prune import prune_model
+from prune import PruneSettings, prune_model
 from prune.importance import randomize_gammas
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
@@ -27,7 +27,7 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 def demo_pruned() -> Darknet:
     dense = randomize_gammas(Darknet(DEMO), seed=0).eval()
-    slim, _ = prune_model(dense, 0.5)
+    slim, _ = prune_model(dense, PruneSettings(ratio=0.5))
     return slim
 
 

@@ -25,7 +25,7 @@ from darknet.lower import (
 )
 from darknet.sections import SECTION_TYPES, NetSection
 from darknet.weights import WeightsHeader
-from prune import prune_model
+from prune import PruneSettings, prune_model
 from prune.importance import randomize_gammas
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
@@ -42,7 +42,7 @@ def calibrated(cfg, size: int, pruned: bool = False) -> Darknet:
     torch.manual_seed(0)
     model = Darknet(cfg)
     if pruned:
-        model, _ = prune_model(randomize_gammas(model, seed=0).eval(), 0.5)
+        model, _ = prune_model(randomize_gammas(model, seed=0).eval(), PruneSettings(ratio=0.5))
     return calibrate_heads(model, size, seed=1)
 
 
