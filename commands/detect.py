@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args, UserError) -> None:
-    if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
-        raise UserError(f"--img-size must be a positive multiple of 32, got {args.img_size}")
+    from commands import check_img_size
+
+    check_img_size(args.img_size)
     if not 0 <= args.conf_thres < 1 or not 0 <= args.iou_thres <= 1:
         raise UserError("--conf-thres must be in [0, 1) and --iou-thres in [0, 1], got "
                         f"{args.conf_thres}, {args.iou_thres}")

@@ -49,11 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from commands import check_img_size
     from common.errors import UserError
     from darknet import Darknet
 
-    if args.img_size is not None and (args.img_size < 32 or args.img_size % 32):
-        raise UserError(f"--img-size must be a positive multiple of 32, got {args.img_size}")
+    check_img_size(args.img_size)
     if args.format == "darknet" and (args.dynamic or args.img_size is not None):
         raise UserError("--dynamic and --img-size apply to --format onnx only")
     model = Darknet(args.cfg)
