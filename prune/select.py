@@ -116,11 +116,16 @@ def _units(structure: SelectionStructure, parts: list[np.ndarray],
            min_keep: MinKeep) -> list[_Unit]:
     units: list[_Unit] = []
     part_floor: dict[int, int] = {}
+    part_sets = [frozenset(p.tolist()) for p in parts]
+    starting: dict[int, list[int]] = {}  # a class -> the parts listed from it
+    for i, p in enumerate(parts):
+        starting.setdefault(int(p[0]), []).append(i)
     for layer in structure.layers:
         layer_set = set(layer.classes.tolist())
-        inside = [i for i, p in enumerate(parts) if set(p.tolist()) <= layer_set]
+        inside = sorted(i for k in layer_set for i in starting.get(k, ())
+                        if part_sets[i] <= layer_set)
         covered = (inside and sum(len(parts[i]) for i in inside) == len(layer.classes)
-                   and set().union(*(set(parts[i].tolist()) for i in inside)) == layer_set)
+                   and set().union(*(part_sets[i] for i in inside)) == layer_set)
         if covered:
             floor = -(-min_keep.of(len(layer.classes)) // len(inside))
             for i in inside:

@@ -62,7 +62,7 @@ def raw(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         return model.eval()(x, raw=True)
 
 
-def assert_outputs_close(a, b, atol=1e-4, rtol=1e-4):
+def assert_outputs_close(a, b, atol=1e-5, rtol=1e-5):
     assert len(a) == len(b)
     for u, v in zip(a, b, strict=True):
         torch.testing.assert_close(u, v, atol=atol, rtol=rtol)
@@ -81,8 +81,12 @@ def by_gamma(ratio: float, **settings) -> PruneSettings:
 def check_contract(model: Darknet, x: torch.Tensor, **prune_args):
     """Prune, zero the removed betas, prune again (same plan): slim == masked.
 
-    Takes ``model`` over: its removed channels' betas, then gammas, are zeroed in place.
+    Takes ``model`` over: it is converted to float64 (``x`` too, so what is compared is the
+    cut, not float32 rounding), and its removed channels' betas, then gammas, are zeroed in
+    place.
     """
+    model.double()
+    x = x.double()
     settings = PruneSettings(**prune_args)
     _, first = prune_model(model, settings)
     with torch.no_grad():
@@ -125,8 +129,8 @@ def test_slim_equals_masked_full_res2net(path):
 
 def test_masking_is_what_makes_them_equal():
     """Non-vacuous: the slim model is far from the *unmasked* dense model."""
-    model = dense(TINY_CFGS[1])
-    x = torch.randn(2, 3, 64, 64)
+    model = dense(TINY_CFGS[1]).double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     before = raw(model, x)
     slim, report = check_contract(model, x, ratio=0.5)
     diff = max((u - v).abs().max().item() for u, v in zip(raw(slim, x), before, strict=True))
@@ -213,7 +217,8 @@ def test_fold_is_exact_for_1x1_readers(tmp_path):
     model = set_gammas(randomize_bn(spread_gammas(Darknet(cfg), 3), 3),
                        {"layers.0.bn": weak, "layers.1.bn": weak, "layers.3.bn3": weak})
     model = betas_zero_where_read_by_padded_kxk(model)
-    x = torch.randn(2, 3, 32, 32)
+    model.double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     slim, report = prune_model(model, by_gamma(0.5, min_keep=1))
     assert report.kept["layers.3.bn3"] == list(range(0, 12, 2))
     reference = raw(masked(model, report.kept), x)
