@@ -41,7 +41,8 @@ examples:
 STAGES = ("dense", "sparse", "prune", "finetune", "compare")
 # The prune settings a pipeline run chooses (its flags, checked before the dense stage and
 # passed to its prune stage); the others keep `main.py prune`'s defaults.
-PRUNE_SETTINGS = ("ratio", "flops_exponent", "scope")
+PRUNE_SETTINGS = ("ratio", "layers", "flops_exponent", "ranking", "latency_exponent",
+                  "target_gflops", "target_params", "target_latency", "scope", "round_to")
 
 
 def add_arguments(p) -> None:
@@ -95,7 +96,7 @@ class Paths:
         return self.root / "pipeline.json"
 
 
-SETTINGS = ("cfg", "data", "weights", "img_size", "ratio", "flops_exponent", "scope", "s",
+SETTINGS = ("cfg", "data", "weights", "img_size", *PRUNE_SETTINGS, "s",
             "dense_epochs", "sparse_epochs", "finetune_epochs", "distill")
 
 
@@ -116,8 +117,10 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
                 *_epochs(args.sparse_epochs),
                 "--out", str(p.sparse), *common, *device]
     if stage == "prune":
+        settings = PruneSettings.from_args(args)
+        names = [n for n in PRUNE_SETTINGS if n != "ratio" or settings.budget is None]
         return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / "last.weights"),
-                *PruneSettings.from_args(args).argv(PRUNE_SETTINGS), "--out", str(p.prune)]
+                *settings.argv(names), "--img-size", str(args.img_size), "--out", str(p.prune)]
     if stage == "finetune":
         teacher = (["--teacher-cfg", dense_cfg, "--teacher-weights",
                     str(p.dense / "best.weights")] if args.distill else [])
@@ -130,6 +133,23 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
             "--model", f"finetuned={pruned_cfg},{p.finetune / 'best.weights'}",
             "--data", args.data, "--img-size", str(args.img_size), *workers,
             "--out", str(p.compare)]
+
+
+def check_prune_settings(args) -> None:
+    """What the prune stage would refuse, refused before the dense stage: a bad value, --ratio
+    given beside a budget, more --layers than the cfg has removable blocks."""
+    from darknet import parse_cfg
+    from prune import PruneError
+    from prune.block_cut import check_block_count
+    from prune.blocks import find_blocks
+
+    settings = PruneSettings.from_args(args)
+    if settings.budget is not None and "ratio" in getattr(args, "given", ()):
+        raise PruneError(f"--ratio and {settings.budget.metric.flag} exclude each other: the "
+                         "budget search chooses the ratio")
+    if isinstance(settings.layers, int) and settings.layers:
+        cfg = parse_cfg(args.cfg)
+        check_block_count(settings.layers, find_blocks(cfg), cfg)
 
 
 def _epochs(epochs: int | None) -> list[str]:
@@ -206,7 +226,7 @@ def run(args) -> int:
     from commands import build_parser
     from common.io import atomic_write_text, ensure_writable_dir
 
-    PruneSettings.from_args(args)  # refuse bad prune settings here, not 20 minutes later
+    check_prune_settings(args)  # refuse bad prune settings here, not 20 minutes later
     p = Paths(Path(args.out))
     manifest = _load_manifest(p, {k: getattr(args, k) for k in SETTINGS})
     ensure_writable_dir(p.root)

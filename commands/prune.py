@@ -21,6 +21,23 @@ a removed channel's constant output act(beta) is folded into the layers that rea
 slim model computes what the dense model computes with the removed blocks' pre-add gammas
 and the removed channels' gammas set to zero (exactly where those betas are zero).
 
+With a budget (--target-gflops, --target-params or --target-latency; an absolute figure
+or a fraction of dense written 0.3x) --ratio is searched instead of given: the ratio grid
+0, 0.01, ..., 0.99 is bisected for a ratio whose plan meets the budget while one grid step
+less pruning would not, with no training and no model built: GFLOPs and parameters come from
+the slim cfg. With --layers auto the number of blocks is searched too (the one that zeroes
+the least |gamma|). Every plan tried is printed; a budget no plan meets is refused, naming
+the least figure reached. A latency budget (ms, or a fraction of the dense model measured
+once) is searched on a per-conv latency table measured once per machine in onnxruntime and
+cached (~/.cache/res2net-yolo/latency or $RES2NET_YOLO_CACHE; the first run measures the
+shapes it needs, minutes on a full-size cfg); the result is then exported and measured, and
+a miss scales the prediction by measured/predicted and searches again (3 measured plans at
+most; the last is written, with a warning if it still misses).
+
+--ranking latency weighs each channel's and block's |gamma| against the latency its removal
+saves (the same table) instead of its multiply-adds, so the ratio removes what buys the most
+time per unit of importance.
+
 The report's "settings" records the value of every flag above; "kept" maps each BatchNorm
 (its module name in the dense model) of the layers that survive to its kept channels;
 "removed_blocks" lists the removed blocks (dense layer indices, the scored BatchNorm, the
@@ -32,7 +49,11 @@ example:
   python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --ratio 0.5 --out pruned/
   python main.py prune --cfg cfgs/res2net-yolov3.cfg --random-gammas 0 --ratio 0.5 --out /tmp/p
   python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --layers 3 --ratio 0.5 \\
-      --out pruned/"""
+      --out pruned/
+  python main.py prune --cfg cfgs/res2net-yolov3.cfg --random-gammas 0 --img-size 416 \\
+      --target-gflops 0.3x --layers auto --out /tmp/p
+  python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --target-latency 0.5x \\
+      --ranking latency --out pruned/"""
 
 
 def add_arguments(p):
@@ -41,7 +62,8 @@ def add_arguments(p):
     src.add_argument("--weights", help="Darknet .weights (sparse-trained for best results)")
     src.add_argument("--random-gammas", type=int, metavar="SEED",
                      help="no weights: random init with gammas ~ U(0, 1) (demos, benchmarks)")
-    add_settings(p, unset={"ratio": "0 with --layers; one of the two is needed"})
+    add_settings(p, unset={"ratio": "0 with --layers; searched with a --target-*; one of "
+                                    "them is needed"})
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--img-size", type=int, default=None,
                    help="input size for the GFLOPs count (default: the cfg's [net] height)")
@@ -49,15 +71,20 @@ def add_arguments(p):
 
 def settings_of(args):
     """The run's :class:`~prune.settings.PruneSettings`; --ratio may be left out with --layers
-    (blocks only, no channels)."""
+    (blocks only, no channels) and must be with a budget (the search chooses it)."""
     import argparse
 
     from prune import PruneError, PruneSettings
 
-    if args.ratio is None and not args.layers:
-        raise PruneError("give --ratio (channels), --layers (blocks) or both")
-    return PruneSettings.from_args(argparse.Namespace(**{**vars(args),
-                                                         "ratio": args.ratio or 0.0}))
+    settings = PruneSettings.from_args(argparse.Namespace(**{**vars(args),
+                                                             "ratio": args.ratio or 0.0}))
+    if settings.budget is not None and args.ratio is not None:
+        raise PruneError(f"--ratio and {settings.budget.metric.flag} exclude each other: the "
+                         "budget search chooses the ratio")
+    if args.ratio is None and not settings.layers and settings.budget is None:
+        raise PruneError("give --ratio (channels), --layers (blocks), both, or a budget "
+                         "(--target-gflops, --target-params, --target-latency)")
+    return settings
 
 
 def table(report) -> str:
@@ -86,8 +113,33 @@ def block_lines(report) -> list[str]:
     return lines
 
 
+def search_lines(search) -> list[str]:
+    """The search's steps and what it chose (``prune.pipeline.SearchReport``)."""
+    from prune.budget import Metric
+
+    metric = Metric(search.metric)
+    lines = [f"budget {metric.flag} {search.budget}: at most {metric.format(search.limit)} "
+             f"(dense {metric.format(search.dense)}); {len(search.steps)} plans tried:"]
+    verb = "predicted " if metric is Metric.LATENCY else ""
+    lines += [f"    step {k + 1}: --layers {s.layers} --ratio {s.ratio:.2f} -> {verb}"
+              f"{metric.format(s.figure)} ({s.figure / search.dense:.3f}x) "
+              f"{'meets' if s.meets else 'over'}" for k, s in enumerate(search.steps)]
+    lines += [f"    measured in onnxruntime: --layers {r.layers} --ratio {r.ratio:.2f}: "
+              f"{r.measured_ms:.2f} ms (predicted {r.predicted_ms:.2f} ms)"
+              for r in search.rounds]
+    lines.append(f"chose --layers {search.layers} --ratio {search.ratio:.2f}: "
+                 f"{metric.format(search.figure)} ({search.figure / search.dense:.3f}x of "
+                 f"dense; {search.removed_gamma:.4g} |gamma| removed)")
+    if not search.met:
+        lines.append(f"warning: measured {metric.format(search.figure)}, over the budget "
+                     f"{metric.format(search.limit)} after {len(search.rounds)} measured plans; "
+                     "written anyway (ask for a little less, or remove blocks)")
+    return lines
+
+
 def summary(report) -> str:
-    lines = block_lines(report)
+    lines = search_lines(report.search) if report.search else []
+    lines += block_lines(report)
     settings = report.settings
     for f in report.floors:
         lines.append(f"floor: {f.layer}: the ratio would keep {f.wanted} of {f.size} channels; "

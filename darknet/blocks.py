@@ -67,6 +67,9 @@ def multiscale_branch(ops: BranchOps[T], x: T, scale: int) -> T:
     return ops.concat(outs)
 
 
+ACTIVATION = "leaky"  # after bn1 and every K_i's BN (not after bn3: the add is linear)
+
+
 def leaky(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.leaky_relu(x, 0.1, inplace=True)
 

@@ -51,6 +51,15 @@ class ConvCost:
     batch_norm: bool  # False: the conv has a bias instead
     h: int  # output size
     w: int
+    stride: int = 1
+    padding: int = 0
+    activation: str = "linear"  # after the BN (or bias); what a latency measurement fuses
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The input's H, W (``darknet.shapes`` only makes sizes this formula inverts)."""
+        return ((self.h - 1) * self.stride + self.kernel - 2 * self.padding,
+                (self.w - 1) * self.stride + self.kernel - 2 * self.padding)
 
     @property
     def macs_per_output_channel(self) -> int:
@@ -111,7 +120,7 @@ CostRule = Callable[[Section, LayerShape], tuple[ConvCost, ...]]
 def _conv(s: ConvSection, shape: LayerShape) -> tuple[ConvCost, ...]:
     out = shape.out
     return (ConvCost("conv", shape.in_channels, out.c, s.size, bool(s.batch_normalize),
-                     out.h, out.w),)
+                     out.h, out.w, s.stride, s.effective_padding, s.activation),)
 
 
 def _nothing(s: Section, shape: LayerShape) -> tuple[ConvCost, ...]:
@@ -127,8 +136,10 @@ class _CostOps:
         self.h, self.w = shape.out.h, shape.out.w
         self.convs: list[ConvCost] = []
 
-    def record(self, name: str, c_in: int, c_out: int, kernel: int) -> int:
-        self.convs.append(ConvCost(name, c_in, c_out, kernel, True, self.h, self.w))
+    def record(self, name: str, c_in: int, c_out: int, kernel: int,
+               activation: str = blocks.ACTIVATION) -> int:
+        self.convs.append(ConvCost(name, c_in, c_out, kernel, True, self.h, self.w, 1,
+                                   kernel // 2, activation))
         return c_out
 
     def conv1(self, x: int) -> int:
@@ -155,7 +166,8 @@ def _triangle(s: TriangleSection, shape: LayerShape) -> tuple[ConvCost, ...]:
 
 def _res2net(s: Res2NetSection, shape: LayerShape) -> tuple[ConvCost, ...]:
     ops = _CostOps(s, shape)
-    ops.record("conv3", blocks.multiscale_branch(ops, shape.in_channels, s.scale), shape.out.c, 1)
+    ops.record("conv3", blocks.multiscale_branch(ops, shape.in_channels, s.scale), shape.out.c, 1,
+               "linear")
     return tuple(ops.convs)
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from darknet.cfg import Cfg
 from darknet.edit import remove_layers
 from darknet.model import Darknet
 
@@ -59,6 +61,13 @@ class BlockCut:
         return moved_module(module, self.dense_index)
 
 
+def without_blocks(cfg: Cfg, blocks: Sequence[Block]) -> tuple[Cfg, tuple[int, ...]]:
+    """``cfg`` without ``blocks`` (renumbered), and the dense index of each layer left."""
+    removed = frozenset(j for b in blocks for j in b.layers)
+    kept = tuple(j for j in range(len(cfg.layers)) if j not in removed)
+    return (remove_layers(cfg, removed) if removed else cfg), kept
+
+
 def cut_blocks(model: Darknet, blocks: Sequence[Block], fold: bool = True,
                graph: ChannelGraph | None = None
                ) -> tuple[Darknet, tuple[int, ...], list[FoldNote], list[OffsetNote]]:
@@ -67,9 +76,8 @@ def cut_blocks(model: Darknet, blocks: Sequence[Block], fold: bool = True,
     Returns the slim model, the dense index of each of its layers, and the fold notes.
     """
     graph = graph if graph is not None else build_channel_graph(model.cfg)
+    slim_cfg, kept = without_blocks(model.cfg, blocks)
     removed = frozenset(j for b in blocks for j in b.layers)
-    kept = tuple(j for j in range(len(model.cfg.layers)) if j not in removed)
-    slim_cfg = remove_layers(model.cfg, removed)
     with torch.device("meta"):  # structure only; every tensor is filled below
         slim = Darknet(slim_cfg)
     for new, old in enumerate(kept):
@@ -89,20 +97,26 @@ def cut_blocks(model: Darknet, blocks: Sequence[Block], fold: bool = True,
     return slim, kept, notes, lost
 
 
-def prune_blocks(model: Darknet, n: int, fold: bool = True) -> BlockCut:
-    """Remove the ``n >= 0`` lowest-scored removable blocks of ``model`` (``prune.blocks``).
+def check_block_count(n: int, blocks: Sequence[Block], cfg: Cfg) -> None:
+    if n > len(blocks):
+        raise PruneError(f"--layers {n} is more than the {len(blocks)} removable blocks of "
+                         f"{cfg.path} (identity-residual [res2net] blocks and Darknet "
+                         "residual units; main.py analyze lists them)")
+
+
+def prune_blocks(model: Darknet, n: int, fold: bool = True,
+                 scores: np.ndarray | None = None) -> BlockCut:
+    """Remove the ``n >= 0`` lowest-scored removable blocks of ``model`` (``prune.blocks``;
+    ``scores`` per block of ``find_blocks``, default: the mean |gamma| criterion).
 
     ``n = 0`` gives ``model`` itself back, uncopied.
     """
     graph = build_channel_graph(model.cfg)
     blocks = find_blocks(model.cfg, graph)
-    if n > len(blocks):
-        raise PruneError(f"--layers {n} is more than the {len(blocks)} removable blocks of "
-                         f"{model.cfg.path} (identity-residual [res2net] blocks and Darknet "
-                         "residual units; main.py analyze lists them)")
+    check_block_count(n, blocks, model.cfg)
     if n == 0:
         return BlockCut(model, len(blocks), (), (), (), tuple(range(len(model.cfg.layers))))
-    scores = block_scores(model, blocks)
+    scores = block_scores(model, blocks) if scores is None else scores
     chosen = select_blocks(scores, n)
     gone = [blocks[i] for i in chosen]
     slim, kept, notes, lost = cut_blocks(model, gone, fold, graph)

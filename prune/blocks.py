@@ -26,7 +26,7 @@ gammas, :func:`select_blocks` is a pure function from scores to the blocks that 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,8 +117,13 @@ def find_blocks(cfg: Cfg, graph: ChannelGraph | None = None) -> tuple[Block, ...
 def block_scores(model: nn.Module, blocks: tuple[Block, ...]) -> np.ndarray:
     """Per block: the mean |gamma| of its pre-add BN in ``model`` (float64)."""
     modules = dict(model.named_modules())
-    return np.array([float(modules[b.bn].weight.detach().abs().double().mean())
-                     for b in blocks], dtype=np.float64)
+    return block_gammas({b.bn: modules[b.bn].weight.detach().abs().double().cpu().numpy()
+                         for b in blocks}, blocks)
+
+
+def block_gammas(gammas: Mapping[str, np.ndarray], blocks: Sequence[Block]) -> np.ndarray:
+    """:func:`block_scores` from |gamma| by BN name."""
+    return np.array([float(np.mean(gammas[b.bn])) for b in blocks], dtype=np.float64)
 
 
 def removal_order(scores: np.ndarray) -> np.ndarray:

@@ -26,11 +26,15 @@ from darknet.weights import write_weights
 
 from .analysis import ChannelAnalysis, analyze
 from .block_cut import BlockCut, RemovedBlock, prune_blocks
+from .budget import Budget, Metric
 from .errors import PruneError
 from .fold import FoldNote, OffsetNote
-from .importance import class_scores
-from .select import FloorNote, check_plan, select_channels
-from .settings import PruneSettings, Scope
+from .importance import abs_gammas
+from .latency import LatencyContext, LatencyPredictor
+from .ranking import Ranker
+from .search import BudgetError, Found, PlanSpace, Step, figure_of, search_budget
+from .select import FloorNote, check_plan
+from .settings import PruneSettings, Ranking, Scope
 from .surgery import cut_model
 
 PRUNED_CFG, PRUNED_WEIGHTS, PRUNE_REPORT = "pruned.cfg", "pruned.weights", "prune_report.json"
@@ -48,6 +52,42 @@ class LayerRow:
     scale: int | None  # its number of groups
     prunable: bool  # the scope lets the pruner remove some of this layer's own BN channels
     chain: int | None  # on a residual chain: the index of the chain's first layer
+
+
+@dataclass(frozen=True)
+class LatencyRound:
+    """A latency budget's plan, cut and measured once in onnxruntime."""
+
+    layers: int
+    ratio: float
+    predicted_ms: float
+    measured_ms: float
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """What a budget search did: every plan it tried (``steps``) and what it chose."""
+
+    metric: str
+    budget: str  # as given: "0.3x" (of dense) or an absolute figure
+    limit: float  # the absolute figure the plan was held to
+    dense: float  # the dense model's figure (latency: measured)
+    layers: int
+    ratio: float
+    figure: float  # the chosen plan's (latency: measured; predicted in ``rounds``)
+    removed_gamma: float  # |gamma| the cut zeroes: what --layers auto minimises
+    steps: tuple[Step, ...]
+    rounds: tuple[LatencyRound, ...] = ()  # latency budgets only
+
+    @property
+    def met(self) -> bool:
+        return self.figure <= self.limit
+
+    @classmethod
+    def of(cls, budget: Budget, dense: float, found: Found, steps: list[Step],
+           rounds: tuple[LatencyRound, ...] = ()) -> SearchReport:
+        return cls(str(budget.metric), str(budget), budget.limit(dense), dense, found.layers,
+                   found.ratio, found.figure, found.removed_gamma, tuple(steps), rounds)
 
 
 @dataclass(frozen=True)
@@ -71,11 +111,15 @@ class PruneReport:
     removed_blocks: tuple[RemovedBlock, ...]  # dense layer indices and BN names
     block_folds: tuple[FoldNote, ...]  # convs that absorbed a removed block's act(beta)
     block_unfolded: tuple[OffsetNote, ...]  # where such a constant could not be folded
+    search: SearchReport | None  # how a budget chose ``settings.ratio`` (and ``layers``)
 
     def as_dict(self) -> dict:
-        """The report's JSON; ``settings`` as :meth:`PruneSettings.as_dict` gives them."""
+        """The report's JSON; ``settings`` as :meth:`PruneSettings.as_dict` gives them (with
+        a budget: the ratio and blocks the search chose)."""
         d = {**asdict(self), "settings": self.settings.as_dict()}
         d["threshold"] = self.threshold if self.threshold != float("-inf") else None
+        if self.search is not None:
+            d["search"]["met"] = self.search.met
         return d
 
 
@@ -130,25 +174,96 @@ def _check_prunable(analysis: ChannelAnalysis, scope: Scope) -> None:
                          "chain)")
 
 
-def prune_model(model: Darknet, settings: PruneSettings,
-                img_size: int | None = None) -> tuple[Darknet, PruneReport]:
+def prune_model(model: Darknet, settings: PruneSettings, img_size: int | None = None,
+                latency: LatencyContext | None = None) -> tuple[Darknet, PruneReport]:
     """Remove the ``settings.layers`` lowest-scored blocks of ``model`` (``prune.blocks``),
-    then the least important ``settings.ratio`` of the prunable coupled channels of the rest.
+    then the least important ``settings.ratio`` of the prunable coupled channels of the rest;
+    with a budget (``settings.budget``), the ratio and, for ``layers="auto"``, the blocks
+    that meet it (``prune.search``).
 
-    Channels are ranked by mean |gamma| per (relative multiply-adds) ** ``flops_exponent``
-    (``prune.importance.class_scores``; 0: gamma alone). Returns the slim model (``model`` is
-    not modified) and the report, with GFLOPs at ``img_size`` (default: the cfg's [net]
-    height). Every module name and layer index in the report is the dense model's; ``kept``
-    covers the layers that survive.
+    Channels and blocks are ranked as ``settings.ranking`` says (``prune.ranking``: mean
+    |gamma| per multiply-adds ** ``flops_exponent``, or per latency saved). Returns the slim
+    model (``model`` is not modified) and the report, with GFLOPs at ``img_size`` (default:
+    the cfg's [net] height). Every module name and layer index in the report is the dense
+    model's; ``kept`` covers the layers that survive.
+
+    ``latency`` (the table, and whole-model timing) serves ``--ranking latency`` and latency
+    budgets; default: onnxruntime on this machine (``prune.op_timing.ort_context``).
     """
-    blocks = prune_blocks(model, settings.layers, settings.fold)
+    img_size = img_size or model.cfg.net.height
+    if latency is None and _needs_latency(settings):
+        from .op_timing import ort_context
+
+        latency = ort_context(img_size)
+    ranker = Ranker(settings, img_size, latency.table if latency else None)
+    space = PlanSpace(model.cfg, abs_gammas(model), ranker)
+    budget = settings.budget
+    if budget is None:
+        return _cut(model, settings, space, img_size)
+    if budget.metric is Metric.LATENCY:
+        return _prune_to_latency(model, settings, space, img_size, latency)
+    figure = figure_of(budget.metric, img_size)
+    dense = figure(model.cfg)
+    found, steps = search_budget(space, budget, figure, dense, settings.layers)
+    slim, report = _cut(model, _chosen(settings, found), space, img_size)
+    return slim, replace(report, search=SearchReport.of(budget, dense, found, steps))
+
+
+def _needs_latency(settings: PruneSettings) -> bool:
+    return settings.ranking is Ranking.LATENCY or settings.target_latency is not None
+
+
+def _chosen(settings: PruneSettings, found: Found) -> PruneSettings:
+    return replace(settings, ratio=found.ratio, layers=found.layers)
+
+
+MAX_LATENCY_ROUNDS = 3  # measured plans of a latency budget (the first, then corrections)
+
+
+def _prune_to_latency(model: Darknet, settings: PruneSettings, space: PlanSpace,
+                      img_size: int, latency: LatencyContext) -> tuple[Darknet, PruneReport]:
+    """Search on the table's prediction (its offset calibrated on the measured dense model),
+    cut, measure. A measurement over the limit refits the prediction to every model measured
+    so far (``LatencyPredictor.fitted``: the dense one and each plan) and searches again, at
+    most ``MAX_LATENCY_ROUNDS`` measured plans in all; the last one is returned,
+    ``search.met`` saying whether it is within the limit."""
+    budget = settings.budget
+    dense = latency.measure(model)
+    measured_models = [(model.cfg, dense)]
+    predictor = LatencyPredictor(latency.table, img_size).fitted(measured_models)
+    limit = budget.limit(dense)
+    steps: list[Step] = []
+    rounds: list[LatencyRound] = []
+    for _ in range(MAX_LATENCY_ROUNDS):
+        try:
+            found, tried = search_budget(space, budget, predictor.predict, dense,
+                                         settings.layers)
+        except BudgetError:
+            if not rounds:
+                raise
+            break  # the corrected prediction puts the budget out of reach: keep the last cut
+        steps += tried
+        slim, report = _cut(model, _chosen(settings, found), space, img_size)
+        measured = latency.measure(slim)
+        rounds.append(LatencyRound(found.layers, found.ratio, found.figure, measured))
+        if measured <= limit:
+            break
+        measured_models.append((found.cfg, measured))
+        predictor = predictor.fitted(measured_models)
+    search = SearchReport.of(budget, dense, found, steps, tuple(rounds))
+    return slim, replace(report, search=replace(search, figure=rounds[-1].measured_ms))
+
+
+def _cut(model: Darknet, settings: PruneSettings, space: PlanSpace,
+         img_size: int) -> tuple[Darknet, PruneReport]:
+    """The slim model of ``settings.layers`` blocks then ``settings.ratio``, and its report."""
+    blocks = prune_blocks(model, settings.layers, settings.fold, space.block_scores)
     base = blocks.model
-    analysis = analyze(base.cfg)
+    candidate = space.candidate(settings.layers)
+    analysis, structure = candidate.analysis, candidate.structure
     if settings.ratio or not settings.layers:
         _check_prunable(analysis, settings.scope)
-    structure = analysis.structure(settings.scope)
-    plan = select_channels(structure, class_scores(analysis, base, settings.flops_exponent),
-                           settings)
+    plan = candidate.plan(settings.ratio, space.ranker)
     check_plan(structure, plan)
     slim, folds = cut_model(base, analysis, plan, settings.fold)
 
@@ -156,7 +271,6 @@ def prune_model(model: Darknet, settings: PruneSettings,
     kept = {layer.name: plan.kept_positions(layer.classes).tolist()
             for layer in structure.layers}
     dense_name = blocks.dense_name
-    img_size = img_size or model.cfg.net.height
     before, after = (network_cost(m.cfg, img_size, img_size) for m in (model, slim))
     report = PruneReport(
         settings=settings, params_before=before.params, params_after=after.params,
@@ -170,7 +284,7 @@ def prune_model(model: Darknet, settings: PruneSettings,
         floors=tuple(replace(f, layer=dense_name(f.layer)) for f in plan.floors),
         folds=tuple(replace(f, conv=dense_name(f.conv)) for f in folds),
         removable_blocks=blocks.removable, removed_blocks=blocks.removed,
-        block_folds=blocks.folds, block_unfolded=blocks.unfolded,
+        block_folds=blocks.folds, block_unfolded=blocks.unfolded, search=None,
     )
     return slim, report
 

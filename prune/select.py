@@ -20,7 +20,7 @@ Step 3 only adds, so it terminates; :func:`check_plan` states what a valid plan 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,10 +41,20 @@ class SelectionStructure:
     prunable: np.ndarray  # bool per class
     layers: tuple[LayerChannels, ...]
     same_width: tuple[tuple[np.ndarray, ...], ...]  # per constraint: class ids of each part
+    _units: dict = field(default_factory=dict, repr=False)  # floor -> (constraints, units)
 
     @property
     def num_classes(self) -> int:
         return len(self.prunable)
+
+    def units(self, min_keep: MinKeep) -> tuple[list[list[np.ndarray]], list[_Unit]]:
+        """The split constraints (distinct parts) and what gets floors and rounding; computed
+        once per floor, since a budget search selects on one structure many times."""
+        if min_keep not in self._units:
+            constraints = [_unique_parts(c) for c in self.same_width]
+            parts = [p for c in constraints for p in c]
+            self._units[min_keep] = (constraints, _units(self, parts, min_keep))
+        return self._units[min_keep]
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ def select_channels(structure: SelectionStructure, importance: np.ndarray,
     threshold = float(importance[order[n_remove - 1]]) if n_remove else -math.inf
 
     # 2. one width per split
-    constraints = [_unique_parts(c) for c in structure.same_width]
+    constraints, units = structure.units(min_keep)
     for parts in constraints:
         counts = [int(keep[p].sum()) for p in parts]
         width = int(math.floor(sum(counts) / len(counts) + 0.5))
@@ -163,8 +173,6 @@ def select_channels(structure: SelectionStructure, importance: np.ndarray,
             _keep_top(keep, prunable, importance, p, width)
 
     # 3. floors, rounding, equal widths: add back until stable
-    all_parts = [p for parts in constraints for p in parts]
-    units = _units(structure, all_parts, min_keep)
     before = keep.copy()
     changed = True
     while changed:

@@ -4,7 +4,9 @@
 its help text and its check, so adding a knob is adding a field here: ``main.py prune`` gets
 the flag (``add_arguments``), a bad value is refused with one message before any work
 (``__post_init__``), and the prune report records it (``as_dict``). ``main.py pipeline``
-forwards the fields it names to its prune stage (``argv``).
+forwards the fields it names to its prune stage (``argv``). A few checks span fields (one
+budget at most; ``--layers auto`` needs one): :meth:`PruneSettings.__post_init__` runs them
+after the per-field ones.
 
 Imports neither torch nor numpy: ``main.py prune --help`` reads this module.
 """
@@ -19,7 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .budget import Budget, Metric
 from .errors import PruneError
+
+AUTO = "auto"  # --layers auto: the budget search chooses the number of blocks
 
 
 class Scope(enum.StrEnum):
@@ -27,6 +32,15 @@ class Scope(enum.StrEnum):
 
     INNER = "inner"
     ALL = "all"
+
+
+class Ranking(enum.StrEnum):
+    """What a channel's (and a block's) importance is weighed against (``prune.importance``):
+    ``gamma``: its multiply-adds, to ``--flops-exponent``; ``latency``: the latency its removal
+    saves, from the measured table (``prune.latency``), to ``--latency-exponent``."""
+
+    GAMMA = "gamma"
+    LATENCY = "latency"
 
 
 @dataclass(frozen=True)
@@ -86,11 +100,31 @@ def _at_least(low: int) -> Check:
     return check
 
 
-def _scope(flag: str, value: Any) -> Scope:
+def _choice(kind: type[enum.StrEnum]) -> Check:
+    def check(flag: str, value: Any) -> enum.StrEnum:
+        try:
+            return kind(value)
+        except ValueError:
+            raise PruneError(f"{flag} must be one of {', '.join(kind)}, got {value!r}") from None
+    return check
+
+
+def _layers(flag: str, value: Any) -> int | str:
+    if value == AUTO:
+        return AUTO
     try:
-        return Scope(value)
+        whole = int(value) if isinstance(value, str) else value
     except ValueError:
-        raise PruneError(f"{flag} must be one of {', '.join(Scope)}, got {value!r}") from None
+        whole = None
+    if isinstance(whole, bool) or not isinstance(whole, numbers.Integral) or whole < 0:
+        raise PruneError(f"{flag} must be a whole number >= 0 or {AUTO}, got {value}")
+    return int(whole)
+
+
+def _target(metric: Metric) -> Check:
+    def check(flag: str, value: Any) -> Budget | None:
+        return None if value is None else Budget.parse(metric, value)
+    return check
 
 
 def _min_keep(flag: str, value: Any) -> MinKeep:
@@ -119,9 +153,10 @@ class PruneSettings:
     ratio: float = _setting(
         0.5, _interval(0, 1, high_open=True),
         "fraction of the prunable (coupled) channels to remove, in [0, 1)")
-    layers: int = _setting(
-        0, _at_least(0), "first remove the N blocks whose BN before the add has the lowest mean "
-        "|gamma|", cli_type=int, metavar="N")
+    layers: int | str = _setting(
+        0, _layers, "first remove the N blocks whose BN before the add has the lowest mean "
+        "|gamma| (auto: the budget search chooses N; needs a --target-*)", cli_type=str,
+        metavar="N|auto")
     # Measured on the demo (README, "The demo, measured"): at --ratio 0.5, E = 0 keeps 38% of
     # the GFLOPs, E = 0.1 keeps 29% with fewer parameters too, and fine-tunes to the same mAP.
     flops_exponent: float = _setting(
@@ -129,8 +164,30 @@ class PruneSettings:
         "rank channels by mean |gamma| / (their multiply-adds)^E, E in [0, 1]: 0 is network "
         "slimming's gamma alone, 1 is gamma per multiply-add; a larger E cuts more GFLOPs at "
         "the same --ratio", metavar="E")
+    ranking: Ranking = _setting(
+        Ranking.GAMMA, _choice(Ranking),
+        "gamma: rank by mean |gamma| / (multiply-adds)^--flops-exponent; latency: by mean "
+        "|gamma| / (the latency removing the channel or block saves, from a table measured "
+        "once per machine in onnxruntime)^--latency-exponent", cli_type=str,
+        choices=tuple(Ranking))
+    latency_exponent: float = _setting(
+        1.0, _interval(0, 1, high_open=False),
+        "with --ranking latency: the exponent of the latency saved (1: importance per ms, the "
+        "greedy knapsack order)", metavar="E")
+    target_gflops: Budget | None = _setting(
+        None, _target(Metric.GFLOPS),
+        "search --ratio (and with --layers auto the blocks) so that the slim model has at most "
+        "G GFLOPs, or F x the dense model's (0.3x)", cli_type=str, metavar="G|Fx")
+    target_params: Budget | None = _setting(
+        None, _target(Metric.PARAMS), "the same for parameters: at most P, or F x dense",
+        cli_type=str, metavar="P|Fx")
+    target_latency: Budget | None = _setting(
+        None, _target(Metric.LATENCY),
+        "the same for onnxruntime latency on this machine (batch 1): at most L ms, or F x the "
+        "dense model's; the search predicts from the latency table, then measures the result",
+        cli_type=str, metavar="L|Fx")
     scope: Scope = _setting(
-        Scope.ALL, _scope, "all: prune residual chains as groups; inner: leave them",
+        Scope.ALL, _choice(Scope), "all: prune residual chains as groups; inner: leave them",
         cli_type=str, choices=tuple(Scope))
     # A fifth of every layer: at 10% the FLOPs-weighted ranking thinned the demo's 8-channel
     # stem to one channel, and the fine-tuned model ended 0.01 mAP@.5 lower than with two.
@@ -148,6 +205,21 @@ class PruneSettings:
         for f in fields(self):
             object.__setattr__(self, f.name, f.metadata["check"](flag_of(f.name),
                                                                  getattr(self, f.name)))
+        targets = [t for t in self.targets if t is not None]
+        if len(targets) > 1:
+            raise PruneError(f"give one budget, got {' and '.join(t.metric.flag for t in targets)}")
+        if self.layers == AUTO and not targets:
+            raise PruneError("--layers auto needs a budget (--target-gflops, --target-params or "
+                             "--target-latency) to choose the number of blocks for")
+
+    @property
+    def targets(self) -> tuple[Budget | None, ...]:
+        return (self.target_gflops, self.target_params, self.target_latency)
+
+    @property
+    def budget(self) -> Budget | None:
+        """The one budget given, if any: the search then chooses ``ratio`` (and ``layers``)."""
+        return next((t for t in self.targets if t is not None), None)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PruneSettings:
@@ -163,6 +235,8 @@ class PruneSettings:
         out: list[str] = []
         for name in names:
             value = getattr(self, name)
+            if value is None:
+                continue
             if isinstance(value, bool):
                 out += [] if value else [flag_of(name)]
             else:
@@ -171,7 +245,7 @@ class PruneSettings:
 
 
 def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Scope | MinKeep) else value
+    return str(value) if isinstance(value, enum.Enum | MinKeep | Budget) else value
 
 
 def _field(name: str):
@@ -202,6 +276,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None =
             parser.add_argument(flag, dest=name, action="store_false", help=meta["help"])
             continue
         default = None if name in unset else _plain(f.default)
+        shown = unset.get(name, "none" if default is None else default)
         parser.add_argument(flag, dest=name, type=meta["type"], default=default,
                             metavar=meta["metavar"], choices=meta["choices"],
-                            help=f"{meta['help']} (default: {unset.get(name, default)})")
+                            help=f"{meta['help']} (default: {shown})")

@@ -8,7 +8,9 @@ without producers keep their keys: their channel counts follow from their inputs
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from darknet.cfg import Cfg
 from darknet.sections import (
@@ -23,6 +25,10 @@ from darknet.sections import (
     UpsampleSection,
     YoloSection,
 )
+
+if TYPE_CHECKING:
+    from .analysis import ChannelAnalysis
+    from .select import KeepPlan
 
 SlimRule = Callable[[Section, Mapping[str, int]], Section]
 
@@ -56,3 +62,19 @@ def slim_cfg(cfg: Cfg, kept: Mapping[int, Mapping[str, int]]) -> Cfg:
     """``cfg`` with every layer resized; ``kept[layer_index][role]`` = kept channels."""
     layers = tuple(SLIM_RULES[type(s)](s, kept.get(s.index, {})) for s in cfg.layers)
     return dataclasses.replace(cfg, layers=layers)
+
+
+def kept_counts(analysis: ChannelAnalysis, plan: KeepPlan) -> dict[int, dict[str, int]]:
+    """``kept[layer_index][role]``: the channels ``plan`` keeps of each producer."""
+    kept: dict[int, dict[str, int]] = defaultdict(dict)
+    for space in analysis.graph.spaces:
+        if space.conv is not None:
+            kept[space.layer_index][space.role] = int(
+                plan.keep[analysis.classes_of_space(space)].sum())
+    return kept
+
+
+def plan_cfg(analysis: ChannelAnalysis, plan: KeepPlan) -> Cfg:
+    """The slim cfg of ``plan``, from channel counts alone: what a search costs a plan by
+    (``darknet.cost``) without building a model."""
+    return slim_cfg(analysis.cfg, kept_counts(analysis, plan))

@@ -8,7 +8,6 @@ the keep-plan, and only then are tensors copied. The input model is never modifi
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from darknet.model import Darknet
 from .analysis import ChannelAnalysis
 from .fold import FoldNote, absorb, fold_shifts
 from .select import KeepPlan
-from .slim_cfg import slim_cfg
+from .slim_cfg import plan_cfg
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +37,6 @@ def cut_plan(analysis: ChannelAnalysis, plan: KeepPlan) -> CutPlan:
     """Kept indices of every conv/BN and the slim cfg that matches them."""
     out: dict[str, torch.Tensor] = {}
     inp: dict[str, torch.Tensor] = {}
-    kept_by_layer: dict[int, dict[str, int]] = defaultdict(dict)
     for space in analysis.graph.spaces:
         if space.conv is None:
             continue
@@ -46,10 +44,9 @@ def cut_plan(analysis: ChannelAnalysis, plan: KeepPlan) -> CutPlan:
         out[space.conv] = idx
         if space.bn is not None:
             out[space.bn] = idx
-        kept_by_layer[space.layer_index][space.role] = len(idx)
     for c in analysis.graph.consumers:
         inp[c.conv] = torch.from_numpy(plan.kept_positions(analysis.classes_of_tensor(c.input)))
-    return CutPlan(slim_cfg(analysis.cfg, kept_by_layer), out, inp)
+    return CutPlan(plan_cfg(analysis, plan), out, inp)
 
 
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)

@@ -216,7 +216,7 @@ def test_tiny_darknet_has_no_block_to_remove():
 def test_more_layers_than_blocks_names_both_numbers():
     with pytest.raises(PruneError, match=r"--layers 8 is more than the 7 removable blocks"):
         prune_model(Darknet(DEMO), PruneSettings(0.0, layers=8))
-    with pytest.raises(PruneError, match=r"--layers must be a whole number >= 0, got -1"):
+    with pytest.raises(PruneError, match=r"--layers must be a whole number >= 0 or auto, got -1"):
         prune_model(Darknet(DEMO), PruneSettings(0.5, layers=-1))
 
 

@@ -196,7 +196,7 @@ def test_prune_layers_alone(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     ([], "error: give --ratio (channels), --layers (blocks) or both"),
     (["--layers", "4"], "error: --layers 4 is more than the 3 removable blocks of "),
-    (["--layers", "-1", "--ratio", "0.5"], "error: --layers must be a whole number >= 0, got -1")])
+    (["--layers", "-1", "--ratio", "0.5"], "error: --layers must be a whole number >= 0 or auto, got -1")])
 def test_bad_layers(tmp_path, capsys, argv, message):
     code, _, err = run(["prune", "--cfg", TINY, "--random-gammas", "0", *argv,
                         "--out", tmp_path / "o"], capsys)

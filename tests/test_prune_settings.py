@@ -13,7 +13,8 @@ from conftest import ROOT, TINY_CFGS
 
 from commands import build_parser
 from prune import MinKeep, PruneError, PruneSettings, Scope
-from prune.settings import add_arguments, flag_of
+from prune.budget import Budget, Metric
+from prune.settings import Ranking, add_arguments, flag_of
 
 
 def prune_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,8 @@ def test_every_field_has_a_prune_flag():
 
 def test_argv_gives_back_the_same_settings():
     chosen = PruneSettings(ratio=0.3, layers=2, flops_exponent=0.0, scope="inner", min_keep=8,
-                           round_to=4, fold=False)
+                           round_to=4, fold=False, ranking="latency", latency_exponent=0.5,
+                           target_params="0.25x")
     argv = chosen.argv(f.name for f in fields(PruneSettings))
     assert "--no-fold" in argv and argv[:2] == ["--ratio", "0.3"]
     assert PruneSettings.from_args(prune_parser().parse_args(argv)) == chosen
@@ -48,8 +50,16 @@ def test_text_and_numbers_settle_into_their_types():
     s = PruneSettings(ratio=0, scope="inner", min_keep="0.1", round_to=2)
     assert s.scope is Scope.INNER and s.min_keep == MinKeep(0.1) and s.ratio == 0.0
     assert PruneSettings(min_keep=1).min_keep == MinKeep(1)
-    assert s.as_dict() == {"ratio": 0.0, "layers": 0, "flops_exponent": 0.1, "scope": "inner",
+    assert s.as_dict() == {"ratio": 0.0, "layers": 0, "flops_exponent": 0.1, "ranking": "gamma",
+                           "latency_exponent": 1.0, "target_gflops": None,
+                           "target_params": None, "target_latency": None, "scope": "inner",
                            "min_keep": "0.1", "round_to": 2, "fold": True}
+    budgeted = PruneSettings(target_gflops="0.3x", layers="auto", ranking="latency")
+    assert budgeted.budget == Budget(Metric.GFLOPS, 0.3, relative=True)
+    assert budgeted.as_dict()["target_gflops"] == "0.3x" and budgeted.layers == "auto"
+    assert budgeted.ranking is Ranking.LATENCY
+    assert PruneSettings(layers="3").layers == 3
+    assert PruneSettings(target_latency="12.5").budget == Budget("latency", 12.5, False)
 
 
 @pytest.mark.parametrize("change,message", [
@@ -61,6 +71,18 @@ def test_text_and_numbers_settle_into_their_types():
     (dict(round_to=2.5), "--round-to must be a whole number >= 1, got 2.5"),
     (dict(min_keep="0"), "--min-keep must be a fraction in (0, 1) or a whole count >= 1, got 0"),
     (dict(scope="outer"), "--scope must be one of inner, all, got 'outer'"),
+    (dict(ranking="flops"), "--ranking must be one of gamma, latency, got 'flops'"),
+    (dict(layers="some"), "--layers must be a whole number >= 0 or auto, got some"),
+    (dict(target_gflops="0x"), "--target-gflops must be a positive number or a fraction of "
+                               "dense such as 0.3x, got 0x"),
+    (dict(target_params="-5"), "--target-params must be a positive number or a fraction of "
+                               "dense such as 0.3x, got -5"),
+    (dict(target_latency="fast"), "--target-latency must be a positive number or a fraction "
+                                  "of dense such as 0.3x, got 'fast'"),
+    (dict(target_gflops="0.3x", target_params="0.2x"),
+     "give one budget, got --target-gflops and --target-params"),
+    (dict(layers="auto"), "--layers auto needs a budget (--target-gflops, --target-params or "
+                          "--target-latency) to choose the number of blocks for"),
 ])
 def test_bad_values_are_refused_with_one_message(change, message):
     with pytest.raises(PruneError) as e:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from common.cache import CACHE_ENV, cache_root  # noqa: F401 (CACHE_ENV: re-exported)
 from yolodata.synth import NAMES, render, sample_scene
 
 GENERATOR_VERSION = 2  # bump whenever the output changes: caches are rebuilt
-CACHE_ENV = "RES2NET_YOLO_CACHE"
 SPLITS = ("train", "val")
 PNG_LEVEL = 1  # zlib level 1: noise barely compresses, and level 6 costs twice the time
 _PARTIAL = ".partial-"
@@ -31,9 +31,7 @@ _PARTIAL = ".partial-"
 
 def default_root() -> Path:
     """``$RES2NET_YOLO_CACHE/demo``, else ``~/.cache/res2net-yolo/demo``."""
-    base = os.environ.get(CACHE_ENV)
-    cache = Path(base).expanduser() if base else Path.home() / ".cache" / "res2net-yolo"
-    return cache / "demo"
+    return cache_root() / "demo"
 
 
 def ensure_demo_dataset(

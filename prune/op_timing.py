@@ -1,0 +1,168 @@
+"""Single-conv models timed in onnxruntime: the numbers behind ``prune.latency``'s table.
+
+Each :class:`~prune.latency.ConvShape` becomes a one-node ONNX graph (a Conv with bias, the BN
+folded as deployed, and its activation as the exporter writes it: LeakyRelu, Relu, Sigmoid,
+x*sigmoid(x), x*tanh(softplus(x))), opened with the project's one session function
+(``darknet.onnx_export.ort_session``: no spin-waiting, the given threads) and timed on its own:
+one warm-up run, then ``runs`` runs (more for fast ones, up to about 50 ms in all), median.
+Shapes are measured one after another, each session created, timed and dropped before the
+next, so no other work runs inside a timing. The *overhead* is the same measurement of a
+1-channel 1x1 conv on a 1x1 input: what a session call costs around any op.
+
+The fingerprint names what the numbers depend on: CPU model and instruction set (AVX-512 or
+AVX2 changes onnxruntime's channel blocking), cores, onnxruntime version, threads.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from .latency import ConvShape, LatencyContext, LatencyTable, Measurer
+
+OPSET = 17
+RUNTIME = "onnxruntime"
+BUDGET_S = 0.05  # time one shape for about this long (at least MIN_RUNS runs)
+MIN_RUNS, MAX_RUNS = 5, 50
+
+
+def _activation(name: str, x: str) -> list[onnx.NodeProto]:
+    """Nodes computing ``activation(x)`` into ``"y"``."""
+    if name == "linear":
+        return [helper.make_node("Identity", [x], ["y"])]
+    if name == "leaky":
+        return [helper.make_node("LeakyRelu", [x], ["y"], alpha=0.1)]
+    if name == "relu":
+        return [helper.make_node("Relu", [x], ["y"])]
+    if name == "logistic":
+        return [helper.make_node("Sigmoid", [x], ["y"])]
+    if name == "swish":
+        return [helper.make_node("Sigmoid", [x], ["s"]), helper.make_node("Mul", [x, "s"], ["y"])]
+    if name == "mish":
+        return [helper.make_node("Softplus", [x], ["sp"]), helper.make_node("Tanh", ["sp"], ["t"]),
+                helper.make_node("Mul", [x, "t"], ["y"])]
+    raise ValueError(f"no ONNX form for activation {name!r}")
+
+
+def conv_model(shape: ConvShape, seed: int = 0) -> bytes:
+    """The one-conv ONNX graph of ``shape`` (random weights; the time does not depend on them)."""
+    rng = np.random.default_rng(seed)
+    k, p, s = shape.kernel, shape.padding, shape.stride
+    weight = rng.standard_normal((shape.c_out, shape.c_in, k, k), dtype=np.float32) * 0.01
+    bias = rng.standard_normal(shape.c_out, dtype=np.float32) * 0.01
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k],
+                            strides=[s, s], pads=[p, p, p, p])
+    out_h, out_w = ((n + 2 * p - k) // s + 1 for n in (shape.h, shape.w))
+    graph = helper.make_graph(
+        [conv, *_activation(shape.activation, "c")], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shape.c_in, shape.h, shape.w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, shape.c_out, out_h, out_w])],
+        [onnx.numpy_helper.from_array(weight, "w"), onnx.numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    return model.SerializeToString()
+
+
+def time_session(session: ort.InferenceSession, feed: dict[str, np.ndarray],
+                 runs: int = MIN_RUNS) -> float:
+    """Median ms of ``session.run`` on ``feed`` after one warm-up run."""
+    start = time.perf_counter()
+    session.run(None, feed)
+    first = time.perf_counter() - start
+    runs = max(runs, min(MAX_RUNS, int(BUDGET_S / max(first, 1e-6))))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def measure_convs(shapes: Sequence[ConvShape], threads: int) -> list[float]:
+    """Median ms of each shape's single-conv model, one shape after another."""
+    from darknet.onnx_export import ort_session
+
+    rng = np.random.default_rng(0)
+    out = []
+    for shape in shapes:
+        session = ort_session(conv_model(shape), threads)
+        feed = {"x": rng.random((1, shape.c_in, shape.h, shape.w), dtype=np.float32)}
+        out.append(time_session(session, feed))
+        del session
+    return out
+
+
+OVERHEAD_SHAPE = ConvShape(1, 1, 1, 1, 0, 1, 1, "linear")
+
+
+def _isa() -> str:
+    try:
+        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    words = set(flags.split())
+    return "avx512" if "avx512f" in words else "avx2" if "avx2" in words else platform.machine()
+
+
+def _cpu_model() -> str:
+    try:
+        line = next((x for x in open("/proc/cpuinfo") if x.startswith("model name")), "")
+    except OSError:
+        line = ""
+    return line.partition(":")[2].strip() or platform.processor() or platform.machine()
+
+
+def fingerprint(threads: int) -> dict[str, str]:
+    return {"runtime": RUNTIME, "cpu": _cpu_model(), "isa": _isa(),
+            "cores": str(os.cpu_count()), "onnxruntime": ort.__version__,
+            "threads": str(threads)}
+
+
+def ort_measurer(threads: int) -> Measurer:
+    return Measurer(fingerprint(threads), lambda shapes: measure_convs(shapes, threads),
+                    lambda: measure_convs([OVERHEAD_SHAPE], threads)[0])
+
+
+def ort_table(threads: int) -> LatencyTable:
+    """This machine's onnxruntime table at ``threads`` threads, with what is cached."""
+    return LatencyTable.cached(ort_measurer(threads))
+
+
+def forward_ms(forward, image, runs: int = 10, warmup: int = 2) -> float:
+    """Median ms of ``forward(image)`` (an inference form of ``darknet.deploy``)."""
+    for _ in range(warmup):
+        forward(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        forward(image)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def model_ms(model, img_size: int, runs: int = 10, warmup: int = 2) -> float:
+    """Median ms of ``model``'s batch-1 forward in onnxruntime (exported, BN folded), at
+    ``img_size`` px, NMS excluded."""
+    import torch
+
+    from darknet.deploy import inference_model
+
+    image = torch.rand(1, model.cfg.net.channels, img_size, img_size,
+                       generator=torch.Generator().manual_seed(0))
+    return forward_ms(inference_model(model, RUNTIME, image), image, runs, warmup)
+
+
+def ort_context(img_size: int, threads: int | None = None) -> LatencyContext:
+    """The table of this machine at ``threads`` (default: torch's), and models timed in
+    onnxruntime at ``img_size``."""
+    import torch
+
+    threads = threads or torch.get_num_threads()
+    return LatencyContext(ort_table(threads), lambda model: model_ms(model, img_size))
