@@ -121,9 +121,19 @@ def search_lines(search) -> list[str]:
     lines = [f"budget {metric.flag} {search.budget}: at most {metric.format(search.limit)} "
              f"(dense {metric.format(search.dense)}); {len(search.steps)} plans tried:"]
     verb = "predicted " if metric is Metric.LATENCY else ""
-    lines += [f"    step {k + 1}: --layers {s.layers} --ratio {s.ratio:.2f} -> {verb}"
-              f"{metric.format(s.figure)} ({s.figure / search.dense:.3f}x) "
-              f"{'meets' if s.meets else 'over'}" for k, s in enumerate(search.steps)]
+    counts = sorted({s.layers for s in search.steps})
+    for n in counts:  # with --layers auto, one line per number of blocks tried
+        steps = [s for s in search.steps if s.layers == n]
+        if len(counts) > 1:
+            met = [s for s in steps if s.meets]
+            last = min(met, key=lambda s: s.ratio) if met else steps[-1]
+            lines.append(f"    --layers {n}: {len(steps)} plans, {'least' if met else 'none'} "
+                         f"meeting: --ratio {last.ratio:.2f} -> {verb}"
+                         f"{metric.format(last.figure)} ({last.figure / search.dense:.3f}x)")
+            continue
+        lines += [f"    step {k + 1}: --layers {s.layers} --ratio {s.ratio:.2f} -> {verb}"
+                  f"{metric.format(s.figure)} ({s.figure / search.dense:.3f}x) "
+                  f"{'meets' if s.meets else 'over'}" for k, s in enumerate(steps)]
     lines += [f"    measured in onnxruntime: --layers {r.layers} --ratio {r.ratio:.2f}: "
               f"{r.measured_ms:.2f} ms (predicted {r.predicted_ms:.2f} ms)"
               for r in search.rounds]

@@ -81,10 +81,12 @@ def load_models(specs: Sequence[ModelSpec]) -> list[Darknet]:
 
 @torch.inference_mode()
 def measure_latency(models: Sequence[Callable[[torch.Tensor], Sequence[torch.Tensor]]],
-                    image: torch.Tensor, timing: Timing = Timing()) -> list[tuple[float, float]]:
+                    image: torch.Tensor, timing: Timing = Timing(),
+                    nms: bool = True) -> list[tuple[float, float]]:
     """Median (forward ms, NMS ms) per model, timed in turns on the same ``image [1,3,S,S]``.
 
     ``models`` map images to eval-mode detections, as ``Darknet`` or ``inference_model`` do.
+    ``nms=False`` times the forward alone (NMS ms 0): what pruning changes.
     """
     for model in models:
         for _ in range(timing.warmup):
@@ -96,7 +98,8 @@ def measure_latency(models: Sequence[Callable[[torch.Tensor], Sequence[torch.Ten
             t0 = time.perf_counter()
             out = model(image)
             t1 = time.perf_counter()
-            postprocess(out, conf_thresh=timing.nms_conf)
+            if nms:
+                postprocess(out, conf_thresh=timing.nms_conf)
             t2 = time.perf_counter()
             forward[k].append((t1 - t0) * 1e3)
             nms[k].append((t2 - t1) * 1e3)

@@ -3,7 +3,8 @@
 Each :class:`~prune.latency.ConvShape` becomes a one-node ONNX graph (a Conv with bias, the BN
 folded as deployed, and its activation as the exporter writes it: LeakyRelu, Relu, Sigmoid,
 x*sigmoid(x), x*tanh(softplus(x))), opened with the project's one session function
-(``darknet.onnx_export.ort_session``: no spin-waiting, the given threads) and timed on its own:
+(``darknet.onnx_export.ort_session``: no spin-waiting, the given threads; the output reshaped
+to the [B, N, C] form it expects) and timed on its own:
 one warm-up run, then ``runs`` runs (more for fast ones, up to about 50 ms in all), median.
 Shapes are measured one after another, each session created, timed and dropped before the
 next, so no other work runs inside a timing. The *overhead* is the same measurement of a
@@ -35,20 +36,20 @@ MIN_RUNS, MAX_RUNS = 5, 50
 
 
 def _activation(name: str, x: str) -> list[onnx.NodeProto]:
-    """Nodes computing ``activation(x)`` into ``"y"``."""
+    """Nodes computing ``activation(x)`` into ``"a"``."""
     if name == "linear":
-        return [helper.make_node("Identity", [x], ["y"])]
+        return [helper.make_node("Identity", [x], ["a"])]
     if name == "leaky":
-        return [helper.make_node("LeakyRelu", [x], ["y"], alpha=0.1)]
+        return [helper.make_node("LeakyRelu", [x], ["a"], alpha=0.1)]
     if name == "relu":
-        return [helper.make_node("Relu", [x], ["y"])]
+        return [helper.make_node("Relu", [x], ["a"])]
     if name == "logistic":
-        return [helper.make_node("Sigmoid", [x], ["y"])]
+        return [helper.make_node("Sigmoid", [x], ["a"])]
     if name == "swish":
-        return [helper.make_node("Sigmoid", [x], ["s"]), helper.make_node("Mul", [x, "s"], ["y"])]
+        return [helper.make_node("Sigmoid", [x], ["s"]), helper.make_node("Mul", [x, "s"], ["a"])]
     if name == "mish":
         return [helper.make_node("Softplus", [x], ["sp"]), helper.make_node("Tanh", ["sp"], ["t"]),
-                helper.make_node("Mul", [x, "t"], ["y"])]
+                helper.make_node("Mul", [x, "t"], ["a"])]
     raise ValueError(f"no ONNX form for activation {name!r}")
 
 
@@ -61,11 +62,16 @@ def conv_model(shape: ConvShape, seed: int = 0) -> bytes:
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k],
                             strides=[s, s], pads=[p, p, p, p])
     out_h, out_w = ((n + 2 * p - k) // s + 1 for n in (shape.h, shape.w))
+    # The session function opens detectors ([B, N, 5 + C] out): the output is reshaped to
+    # [1, C, H * W], which onnxruntime does in place (the overhead model pays it too).
+    flat = np.array([1, shape.c_out, out_h * out_w], dtype=np.int64)
     graph = helper.make_graph(
-        [conv, *_activation(shape.activation, "c")], "conv",
+        [conv, *_activation(shape.activation, "c"), helper.make_node("Reshape", ["a", "f"], ["y"])],
+        "conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shape.c_in, shape.h, shape.w])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, shape.c_out, out_h, out_w])],
-        [onnx.numpy_helper.from_array(weight, "w"), onnx.numpy_helper.from_array(bias, "b")])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, flat.tolist())],
+        [onnx.numpy_helper.from_array(weight, "w"), onnx.numpy_helper.from_array(bias, "b"),
+         onnx.numpy_helper.from_array(flat, "f")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     return model.SerializeToString()
 
@@ -135,28 +141,18 @@ def ort_table(threads: int) -> LatencyTable:
     return LatencyTable.cached(ort_measurer(threads))
 
 
-def forward_ms(forward, image, runs: int = 10, warmup: int = 2) -> float:
-    """Median ms of ``forward(image)`` (an inference form of ``darknet.deploy``)."""
-    for _ in range(warmup):
-        forward(image)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        forward(image)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def model_ms(model, img_size: int, runs: int = 10, warmup: int = 2) -> float:
     """Median ms of ``model``'s batch-1 forward in onnxruntime (exported, BN folded), at
     ``img_size`` px, NMS excluded."""
     import torch
 
+    from comparison.compare import Timing, measure_latency
     from darknet.deploy import inference_model
 
     image = torch.rand(1, model.cfg.net.channels, img_size, img_size,
                        generator=torch.Generator().manual_seed(0))
-    return forward_ms(inference_model(model, RUNTIME, image), image, runs, warmup)
+    form = inference_model(model, RUNTIME, image)
+    return measure_latency([form], image, Timing(runs, warmup), nms=False)[0][0]
 
 
 def ort_context(img_size: int, threads: int | None = None) -> LatencyContext:

@@ -169,7 +169,7 @@ class PruneSettings:
         "gamma: rank by mean |gamma| / (multiply-adds)^--flops-exponent; latency: by mean "
         "|gamma| / (the latency removing the channel or block saves, from a table measured "
         "once per machine in onnxruntime)^--latency-exponent", cli_type=str,
-        choices=tuple(Ranking))
+        choices=tuple(map(str, Ranking)))
     latency_exponent: float = _setting(
         1.0, _interval(0, 1, high_open=False),
         "with --ranking latency: the exponent of the latency saved (1: importance per ms, the "
@@ -188,7 +188,7 @@ class PruneSettings:
         cli_type=str, metavar="L|Fx")
     scope: Scope = _setting(
         Scope.ALL, _choice(Scope), "all: prune residual chains as groups; inner: leave them",
-        cli_type=str, choices=tuple(Scope))
+        cli_type=str, choices=tuple(map(str, Scope)))
     # A fifth of every layer: at 10% the FLOPs-weighted ranking thinned the demo's 8-channel
     # stem to one channel, and the fine-tuned model ended 0.01 mAP@.5 lower than with two.
     min_keep: MinKeep = _setting(

@@ -58,7 +58,7 @@ def test_find_ratio_keeps_its_invariant_where_the_figure_is_not_monotone():
         values = np.sort(rng.random(len(GRID)))[::-1] + rng.normal(0, 0.05, len(GRID))
         values[0], values[-1] = 2.0, -1.0
         limit = float(rng.uniform(0, 1))
-        i = find_ratio(lambda r: values[GRID.index(r)], limit)
+        i = find_ratio(lambda r, v=values: v[GRID.index(r)], limit)
         assert values[i] <= limit < values[i - 1]
 
 

@@ -194,11 +194,49 @@ def test_prune_layers_alone(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    ([], "error: give --ratio (channels), --layers (blocks) or both"),
+    ([], "error: give --ratio (channels), --layers (blocks), both, or a budget "
+         "(--target-gflops, --target-params, --target-latency)"),
     (["--layers", "4"], "error: --layers 4 is more than the 3 removable blocks of "),
-    (["--layers", "-1", "--ratio", "0.5"], "error: --layers must be a whole number >= 0 or auto, got -1")])
-def test_bad_layers(tmp_path, capsys, argv, message):
+    (["--layers", "-1", "--ratio", "0.5"],
+     "error: --layers must be a whole number >= 0 or auto, got -1"),
+    (["--layers", "auto", "--ratio", "0.5"], "error: --layers auto needs a budget"),
+    (["--target-gflops", "0.5x", "--ratio", "0.5"],
+     "error: --ratio and --target-gflops exclude each other: the budget search chooses the "
+     "ratio"),
+    (["--target-params", "0.3x", "--target-gflops", "0.3x"],
+     "error: give one budget, got --target-gflops and --target-params"),
+    (["--target-params", "10"], "error: --target-params 10 (10 params) is out of reach: the "
+                                "least this cut reaches is "),
+    (["--target-gflops", "half"], "error: --target-gflops must be a positive number or a "
+                                  "fraction of dense such as 0.3x, got 'half'")])
+def test_bad_layers_and_budgets(tmp_path, capsys, argv, message):
     code, _, err = run(["prune", "--cfg", TINY, "--random-gammas", "0", *argv,
                         "--out", tmp_path / "o"], capsys)
     assert code == 2 and err.startswith(message) and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_prune_to_a_budget_prints_its_steps_and_records_them(tmp_path, capsys):
+    code, out, _ = run(["prune", "--cfg", TINY, "--random-gammas", "0", "--target-gflops",
+                        "0.5x", "--out", tmp_path], capsys)
+    report = json.loads((tmp_path / "prune_report.json").read_text())
+    search = report["search"]
+    assert code == 0 and search["met"] and search["budget"] == "0.5x"
+    assert report["gflops_after"] <= 0.5 * report["gflops_before"]
+    assert report["settings"]["ratio"] == search["ratio"] > 0
+    assert report["settings"]["target_gflops"] == "0.5x"
+    assert f"budget --target-gflops 0.5x: at most {0.5 * report['gflops_before']:.4g} GFLOPs" \
+        in out
+    assert out.count("    step ") == len(search["steps"]) >= 3
+    assert f"chose --layers 0 --ratio {search['ratio']:.2f}" in out
+
+
+def test_prune_layers_auto_prints_one_line_per_block_count(tmp_path, capsys):
+    code, out, _ = run(["prune", "--cfg", TINY, "--random-gammas", "0", "--target-params",
+                        "0.4x", "--layers", "auto", "--out", tmp_path], capsys)
+    report = json.loads((tmp_path / "prune_report.json").read_text())
+    tried = sorted({s["layers"] for s in report["search"]["steps"]})
+    assert code == 0 and len(tried) > 1
+    assert all(f"    --layers {n}: " in out for n in tried)
+    assert report["settings"]["layers"] == report["search"]["layers"] == \
+        len(report["removed_blocks"])

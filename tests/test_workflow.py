@@ -229,14 +229,51 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("flag,value,message", [
-    ("--ratio", "1", "--ratio must be in [0, 1), got 1"),
-    ("--flops-exponent", "2", "--flops-exponent must be in [0, 1], got 2")])
-def test_pipeline_refuses_bad_prune_settings_before_training(tmp_path, flag, value, message):
+@pytest.mark.parametrize("argv,message", [
+    (["--ratio", "1"], "--ratio must be in [0, 1), got 1"),
+    (["--flops-exponent", "2"], "--flops-exponent must be in [0, 1], got 2"),
+    (["--layers", "99"], "--layers 99 is more than the 7 removable blocks of cfgs/demo.cfg "
+                         "(identity-residual [res2net] blocks and Darknet residual units; "
+                         "main.py analyze lists them)"),
+    (["--layers", "auto"], "--layers auto needs a budget (--target-gflops, --target-params or "
+                           "--target-latency) to choose the number of blocks for"),
+    (["--target-gflops", "0.2x", "--ratio", "0.4"],
+     "--ratio and --target-gflops exclude each other: the budget search chooses the ratio")],
+    ids=lambda v: v[0] if isinstance(v, list) else None)
+def test_pipeline_refuses_bad_prune_settings_before_training(tmp_path, argv, message):
     out = tmp_path / "pipe"
-    proc = run_main("pipeline", "--out", out, flag, value)
+    proc = run_main("pipeline", "--out", out, *argv)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}"
     assert not out.exists()
+
+
+def test_pipeline_passes_blocks_budgets_and_ranking_to_prune_and_records_them(tmp_path,
+                                                                             monkeypatch):
+    import commands.pipeline as pipeline
+    from commands import parse_args
+    from commands.prune import settings_of
+    from prune import PruneSettings
+
+    argv = ["pipeline", "--out", str(tmp_path / "pipe"), "--target-gflops", "0.2x", "--layers",
+            "auto", "--ranking", "latency", "--latency-exponent", "0.5", "--round-to", "8"]
+    args = parse_args(argv)
+    prune_argv = pipeline.stage_argv("prune", args, pipeline.Paths(tmp_path / "pipe"))
+    assert "--ratio" not in prune_argv  # the search chooses it
+    prune_args = parse_args(prune_argv)
+    assert settings_of(prune_args) == PruneSettings(  # ratio: the CLI's unset 0
+        ratio=0.0, target_gflops="0.2x", layers="auto", ranking="latency", latency_exponent=0.5,
+        round_to=8)
+    assert prune_args.img_size == 128
+    plain = pipeline.stage_argv("prune", parse_args(["pipeline"]), pipeline.Paths(tmp_path))
+    assert plain[plain.index("--ratio") + 1] == "0.5" and "--target-gflops" not in plain
+
+    monkeypatch.setattr(pipeline, "_run_stage", lambda *a: 3)  # stop at the first stage
+    assert args._run(args) == 3
+    settings = json.loads((tmp_path / "pipe" / "pipeline.json").read_text())["settings"]
+    assert {k: settings[k] for k in ("target_gflops", "layers", "ranking", "latency_exponent",
+                                     "round_to", "target_latency")} == {
+        "target_gflops": "0.2x", "layers": "auto", "ranking": "latency",
+        "latency_exponent": 0.5, "round_to": 8, "target_latency": None}
 
 
 def tiny_pipeline_argv(out, data, dense_epochs=1):
