@@ -142,8 +142,9 @@ def search_lines(search) -> list[str]:
                  f"dense; {search.removed_gamma:.4g} |gamma| removed)")
     if not search.met:
         lines.append(f"warning: measured {metric.format(search.figure)}, over the budget "
-                     f"{metric.format(search.limit)} after {len(search.rounds)} measured plans; "
-                     "written anyway (ask for a little less, or remove blocks)")
+                     f"{metric.format(search.limit)}, after {len(search.rounds)} measured "
+                     f"plan(s): {search.stop}; the last plan is written (ask for more time, or "
+                     "remove blocks)")
     return lines
 
 
@@ -176,7 +177,7 @@ def run(args) -> int:
     from darknet import Darknet, parse_cfg
     from prune import prune_model, write_pruned
     from prune.importance import randomize_gammas
-    from prune.pipeline import pruned_files
+    from prune.pipeline import needs_latency, pruned_files
 
     settings = settings_of(args)
     check_img_size(args.img_size)
@@ -189,10 +190,18 @@ def run(args) -> int:
         model.load_weights(args.weights)
     else:
         randomize_gammas(model, args.random_gammas)
-    slim, report = prune_model(model, settings, img_size=args.img_size)
+    latency = None
+    if needs_latency(settings):
+        from prune.op_timing import ort_context
+
+        latency = ort_context(args.img_size or model.cfg.net.height)
+    slim, report = prune_model(model, settings, img_size=args.img_size, latency=latency)
     files = write_pruned(slim, report, args.out, inputs)
     print(table(report))
     print(summary(report))
+    if latency is not None:
+        print(f"latency table: {latency.table.measured} measured now (the overhead "
+              f"included), {len(latency.table.raw)} conv shapes in {latency.table.path}")
     chart = f", {files.chart}" if files.chart.exists() else ""
     print(f"wrote {files.cfg}, {files.weights}, {files.report}{chart}")
     return 0

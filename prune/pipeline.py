@@ -78,6 +78,7 @@ class SearchReport:
     removed_gamma: float  # |gamma| the cut zeroes: what --layers auto minimises
     steps: tuple[Step, ...]
     rounds: tuple[LatencyRound, ...] = ()  # latency budgets only
+    stop: str = "met"  # why a latency budget's search ended ("met", or why it missed)
 
     @property
     def met(self) -> bool:
@@ -191,7 +192,7 @@ def prune_model(model: Darknet, settings: PruneSettings, img_size: int | None = 
     budgets; default: onnxruntime on this machine (``prune.op_timing.ort_context``).
     """
     img_size = img_size or model.cfg.net.height
-    if latency is None and _needs_latency(settings):
+    if latency is None and needs_latency(settings):
         from .op_timing import ort_context
 
         latency = ort_context(img_size)
@@ -209,7 +210,8 @@ def prune_model(model: Darknet, settings: PruneSettings, img_size: int | None = 
     return slim, replace(report, search=SearchReport.of(budget, dense, found, steps))
 
 
-def _needs_latency(settings: PruneSettings) -> bool:
+def needs_latency(settings: PruneSettings) -> bool:
+    """Does ``settings`` rank or budget by latency (and so need a latency table)?"""
     return settings.ranking is Ranking.LATENCY or settings.target_latency is not None
 
 
@@ -234,24 +236,29 @@ def _prune_to_latency(model: Darknet, settings: PruneSettings, space: PlanSpace,
     limit = budget.limit(dense)
     steps: list[Step] = []
     rounds: list[LatencyRound] = []
+    stop = f"{MAX_LATENCY_ROUNDS} measured plans"
     for _ in range(MAX_LATENCY_ROUNDS):
         try:
             found, tried = search_budget(space, budget, predictor.predict, dense,
                                          settings.layers)
-        except BudgetError:
+        except BudgetError as e:
             if not rounds:
                 raise
-            break  # the corrected prediction puts the budget out of reach: keep the last cut
+            stop = (f"refitted to the measurements, the prediction puts the budget out of "
+                    f"reach (the least it reaches: {e.nearest:.4g} ms)")
+            break  # keep the last cut
         steps += tried
         slim, report = _cut(model, _chosen(settings, found), space, img_size)
         measured = latency.measure(slim)
         rounds.append(LatencyRound(found.layers, found.ratio, found.figure, measured))
         if measured <= limit:
+            stop = "met"
             break
         measured_models.append((found.cfg, measured))
         predictor = predictor.fitted(measured_models)
     search = SearchReport.of(budget, dense, found, steps, tuple(rounds))
-    return slim, replace(report, search=replace(search, figure=rounds[-1].measured_ms))
+    return slim, replace(report, search=replace(search, figure=rounds[-1].measured_ms,
+                                                stop=stop))
 
 
 def _cut(model: Darknet, settings: PruneSettings, space: PlanSpace,

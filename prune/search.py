@@ -52,7 +52,11 @@ GRID = tuple(round(i * STEP, 2) for i in range(round(1 / STEP)))  # 0 .. 0.99
 
 
 class BudgetError(PruneError):
-    """The budget cannot be met; the message names the nearest figure that can."""
+    """The budget cannot be met; the message names the nearest figure that can (``nearest``)."""
+
+    def __init__(self, message: str, nearest: float):
+        super().__init__(message)
+        self.nearest = nearest
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,7 +234,7 @@ def unreachable(budget: Budget, limit: float, dense: float, steps: Sequence[Step
         f"{metric.flag} {budget} ({metric.format(limit)}) is out of reach: the least this cut "
         f"reaches is {metric.format(best.figure)} ({best.figure / dense:.3g}x of dense), at "
         f"--layers {best.layers} --ratio {best.ratio:.2f} ({settings_text}); ask for at least "
-        f"that, or remove more blocks (--layers) or lower --min-keep")
+        f"that, or remove more blocks (--layers) or lower --min-keep", best.figure)
 
 
 def search_budget(space: PlanSpace, budget: Budget, figure: Figure, dense: float,
