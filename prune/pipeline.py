@@ -2,6 +2,7 @@
 
     slim, report = prune_model(model, PruneSettings(ratio=0.5))   # model: a loaded Darknet
     slim, report = prune_model(model, PruneSettings(layers=3))    # 3 blocks first, then channels
+    slim, report = prune_model(model, PruneSettings(target_gflops="0.3x", layers="auto"))
     write_pruned(slim, report, "out/")              # pruned.cfg/.weights/_report.json/.png
     bns = prunable_batchnorms(model, "all")         # where sparse training puts L1
 """
@@ -34,7 +35,7 @@ from .latency import LatencyContext, LatencyPredictor
 from .ranking import Ranker
 from .search import BudgetError, Found, PlanSpace, Step, figure_of, search_budget
 from .select import FloorNote, check_plan
-from .settings import PruneSettings, Ranking, Scope
+from .settings import AUTO, PruneSettings, Ranking, Scope, auto_round_to
 from .surgery import cut_model
 
 PRUNED_CFG, PRUNED_WEIGHTS, PRUNE_REPORT = "pruned.cfg", "pruned.weights", "prune_report.json"
@@ -192,6 +193,7 @@ def prune_model(model: Darknet, settings: PruneSettings, img_size: int | None = 
     budgets; default: onnxruntime on this machine (``prune.op_timing.ort_context``).
     """
     img_size = img_size or model.cfg.net.height
+    settings = with_round_to(settings, model.cfg)
     if latency is None and needs_latency(settings):
         from .op_timing import ort_context
 
@@ -208,6 +210,16 @@ def prune_model(model: Darknet, settings: PruneSettings, img_size: int | None = 
     found, steps = search_budget(space, budget, figure, dense, settings.layers)
     slim, report = _cut(model, _chosen(settings, found), space, img_size)
     return slim, replace(report, search=SearchReport.of(budget, dense, found, steps))
+
+
+def with_round_to(settings: PruneSettings, cfg: Cfg) -> PruneSettings:
+    """``settings`` with ``round_to="auto"`` settled for ``cfg`` (``settings.auto_round_to``
+    of its BN layers' widths); the report records the value used."""
+    if settings.round_to != AUTO:
+        return settings
+    widths = [c.out_channels for layer in network_cost(cfg).layers for c in layer.convs
+              if c.batch_norm]
+    return replace(settings, round_to=auto_round_to(widths))
 
 
 def needs_latency(settings: PruneSettings) -> bool:

@@ -67,8 +67,9 @@ def test_text_and_numbers_settle_into_their_types():
     (dict(ratio=-0.1), "--ratio must be in [0, 1), got -0.1"),
     (dict(ratio=float("nan")), "--ratio must be in [0, 1), got nan"),
     (dict(flops_exponent=1.5), "--flops-exponent must be in [0, 1], got 1.5"),
-    (dict(round_to=0), "--round-to must be a whole number >= 1, got 0"),
-    (dict(round_to=2.5), "--round-to must be a whole number >= 1, got 2.5"),
+    (dict(round_to=0), "--round-to must be a whole number >= 1 or auto, got 0"),
+    (dict(round_to=2.5), "--round-to must be a whole number >= 1 or auto, got 2.5"),
+    (dict(round_to="eight"), "--round-to must be a whole number >= 1 or auto, got eight"),
     (dict(min_keep="0"), "--min-keep must be a fraction in (0, 1) or a whole count >= 1, got 0"),
     (dict(scope="outer"), "--scope must be one of inner, all, got 'outer'"),
     (dict(ranking="flops"), "--ranking must be one of gamma, latency, got 'flops'"),
@@ -132,3 +133,19 @@ def test_the_report_records_the_settings():
     assert recorded["settings"] == chosen.as_dict() and recorded["img_size"] == 64
     assert len(recorded["layers"]) == len(report.layers)  # the rows, not the --layers count
     assert json.loads(json.dumps(recorded))["settings"] == chosen.as_dict()
+
+
+def test_round_to_auto_is_8_on_full_size_cfgs_and_1_on_the_demo():
+    from darknet import Darknet, parse_cfg
+    from prune import prune_model
+    from prune.importance import randomize_gammas
+    from prune.pipeline import with_round_to
+    from prune.settings import auto_round_to
+
+    assert PruneSettings().round_to == "auto" and PruneSettings(round_to="4").round_to == 4
+    assert auto_round_to([8, 32, 32, 64, 256]) == 1 and auto_round_to([32, 64, 64, 512]) == 8
+    for name, want in (("demo.cfg", 1), ("res2net-yolov3.cfg", 8),
+                       ("res2net-yolov3-triangle.cfg", 8), ("yolov3.cfg", 8)):
+        assert with_round_to(PruneSettings(), parse_cfg(ROOT / "cfgs" / name)).round_to == want
+    _, report = prune_model(randomize_gammas(Darknet(TINY_CFGS[1]), 0), PruneSettings(0.5))
+    assert report.settings.round_to == 1 and report.as_dict()["settings"]["round_to"] == 1
