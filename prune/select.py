@@ -11,8 +11,9 @@ with hand-made numbers. The steps, in order:
    most important classes, so a block's channel budget follows the ratio but is shared equally.
 3. **Floors and rounding**, by adding back the most important removed classes until nothing
    changes: every layer keeps at least ``min_keep`` channels (never zero), a multiple of
-   ``round_to`` (or all of them), and the parts of each split stay equally wide. A layer split
-   into parts (a block's conv1) gets its floor and rounding per part.
+   ``round_to`` (or all of them; ``auto``: ``settings.auto_round_to`` of the layers' widths),
+   and the parts of each split stay equally wide. A layer split into parts (a block's conv1)
+   gets its floor and rounding per part.
 
 Step 3 only adds, so it terminates; :func:`check_plan` states what a valid plan is.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import PruneError
-from .settings import MinKeep, PruneSettings
+from .settings import AUTO, MinKeep, PruneSettings, auto_round_to
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,6 +155,8 @@ def select_channels(structure: SelectionStructure, importance: np.ndarray,
         raise ValueError(f"importance has shape {importance.shape}, expected "
                          f"({structure.num_classes},)")
     ratio, min_keep, round_to = settings.ratio, settings.min_keep, settings.round_to
+    if round_to == AUTO:
+        round_to = auto_round_to(len(layer.classes) for layer in structure.layers)
     prunable = structure.prunable
 
     # 1. global ratio

@@ -149,3 +149,13 @@ def test_round_to_auto_is_8_on_full_size_cfgs_and_1_on_the_demo():
         assert with_round_to(PruneSettings(), parse_cfg(ROOT / "cfgs" / name)).round_to == want
     _, report = prune_model(randomize_gammas(Darknet(TINY_CFGS[1]), 0), PruneSettings(0.5))
     assert report.settings.round_to == 1 and report.as_dict()["settings"]["round_to"] == 1
+
+    import numpy as np
+
+    from prune import analyze, select_channels
+    for name, want in (("demo.cfg", 1), ("res2net-yolov3.cfg", 8)):  # select settles it alike
+        structure = analyze(parse_cfg(ROOT / "cfgs" / name)).structure("all")
+        scores = np.random.default_rng(0).random(structure.num_classes)
+        auto, fixed = (select_channels(structure, scores, PruneSettings(0.5, round_to=r))
+                       for r in ("auto", want))
+        assert np.array_equal(auto.keep, fixed.keep)
