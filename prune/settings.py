@@ -117,28 +117,21 @@ def _choice(kind: type[enum.StrEnum]) -> Check:
     return check
 
 
-def _layers(flag: str, value: Any) -> int | str:
-    if value == AUTO:
-        return AUTO
-    try:
-        whole = int(value) if isinstance(value, str) else value
-    except ValueError:
-        whole = None
-    if isinstance(whole, bool) or not isinstance(whole, numbers.Integral) or whole < 0:
-        raise PruneError(f"{flag} must be a whole number >= 0 or {AUTO}, got {value}")
-    return int(whole)
-
-
-def _round_to(flag: str, value: Any) -> int | str:
-    if value == AUTO:
-        return AUTO
-    try:
-        value = int(value) if isinstance(value, str) else value
-    except ValueError:
-        pass
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise PruneError(f"{flag} must be a whole number >= 1 or {AUTO}, got {value}")
-    return int(value)
+def _whole_or_auto(low: int) -> Check:
+    """A whole number >= ``low`` (given as a number or as text), or ``auto``."""
+    def check(flag: str, value: Any) -> int | str:
+        if value == AUTO:
+            return AUTO
+        whole = value
+        if isinstance(value, str):
+            try:
+                whole = int(value)
+            except ValueError:
+                whole = None
+        if isinstance(whole, bool) or not isinstance(whole, numbers.Integral) or whole < low:
+            raise PruneError(f"{flag} must be a whole number >= {low} or {AUTO}, got {value}")
+        return int(whole)
+    return check
 
 
 def _target(metric: Metric) -> Check:
@@ -174,9 +167,9 @@ class PruneSettings:
         0.5, _interval(0, 1, high_open=True),
         "fraction of the prunable (coupled) channels to remove, in [0, 1)")
     layers: int | str = _setting(
-        0, _layers, "first remove the N blocks whose BN before the add has the lowest mean "
-        "|gamma| (auto: the budget search chooses N; needs a --target-*)", cli_type=str,
-        metavar="N|auto")
+        0, _whole_or_auto(0), "first remove the N blocks whose BN before the add has the "
+        "lowest mean |gamma| (auto: the budget search chooses N; needs a --target-*)",
+        cli_type=str, metavar="N|auto")
     # Measured on the demo (README, "The demo, measured"): at --ratio 0.5, E = 0 keeps 38% of
     # the GFLOPs, E = 0.1 keeps 29% with fewer parameters too, and fine-tunes to the same mAP.
     flops_exponent: float = _setting(
@@ -218,7 +211,7 @@ class PruneSettings:
     # full-size cfgs multiples of 8 (AVX2's NCHWc block) bring the latency ratio close to the
     # GFLOPs ratio; on the demo they cost up to twice the GFLOPs and buy no latency.
     round_to: int | str = _setting(
-        AUTO, _round_to, f"keep a multiple of N channels per layer (or all of them); auto: "
+        AUTO, _whole_or_auto(1), f"keep a multiple of N channels per layer (or all of them); auto: "
         f"{ROUND_TO_WIDE} on cfgs whose median BN layer has >= {WIDE_MEDIAN} channels (the "
         f"full-size ones), else 1 (the demo)", cli_type=str, metavar="N|auto")
     fold: bool = _setting(

@@ -12,7 +12,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, YOLO_HEAD
+from conftest import ROOT
+from test_prune_criterion import TWO_SCALES
 
 from darknet import Darknet, parse_cfg_text
 from darknet.cost import network_cost
@@ -35,29 +36,7 @@ from prune.latency import (
 DEMO = ROOT / "cfgs" / "demo.cfg"
 TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
 
-TWO_LAYERS = """
-[net]
-width=16
-height=16
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-""" + YOLO_HEAD
+TWO_LAYERS = TWO_SCALES  # layer 0 at 16x16 (3x3, stride 1), layer 1 at 8x8, a 1x1 head
 
 
 class FakeMeasurer(Measurer):
