@@ -5,15 +5,17 @@ Three separate concerns, one module each:
 * which channels are coupled: ``graph`` (the channel graph), ``rules`` (one coupling rule
   per section type), ``analysis`` (coupled classes, readable groups);
 * how important they are: ``importance`` (mean |gamma|, optionally per multiply-add),
-  ``select`` (pure keep-plan);
+  ``ranking`` (weighed against multiply-adds or against ``latency``, a per-conv latency
+  table that ``op_timing`` measures in onnxruntime), ``select`` (pure keep-plan);
 * how to cut: ``slim_cfg`` (the pruned cfg), ``fold`` (removed channels' and blocks'
   constants), ``surgery`` (the slim model).
 
 Layer pruning follows the same split: ``blocks`` finds the removable identity-residual
 blocks, scores them (mean |gamma| before the add) and selects; ``block_cut`` cuts them.
 
-``settings`` is what a run is asked to do; ``pipeline`` strings the steps together for the CLI
-and other commands.
+``settings`` is what a run is asked to do (``budget``: a GFLOPs, parameter or latency limit
+that ``search`` meets by choosing the ratio and the blocks); ``pipeline`` strings the steps
+together for the CLI and other commands.
 
 The names below load their module on first use, so that ``prune.settings`` (and the
 ``--help`` of the commands that read it) imports no torch.
@@ -29,7 +31,8 @@ _HOME = {
     "PruneReport": "pipeline", "prunable_batchnorm_names": "pipeline",
     "prunable_batchnorms": "pipeline", "prune_model": "pipeline", "write_pruned": "pipeline",
     "KeepPlan": "select", "select_channels": "select",
-    "MinKeep": "settings", "PruneSettings": "settings", "Scope": "settings",
+    "Budget": "budget", "BudgetError": "search",
+    "MinKeep": "settings", "PruneSettings": "settings", "Ranking": "settings", "Scope": "settings",
 }
 
 __all__ = sorted(_HOME)
