@@ -42,27 +42,24 @@ class ChannelGroup:
 
 
 def _union_find(n: int, graph: ChannelGraph) -> np.ndarray:
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        root = a
-        while parent[root] != root:
-            root = parent[root]
-        while parent[a] != root:
-            parent[a], a = root, parent[a]
-        return root
-
-    for op in graph.ops:
-        if isinstance(op, Add):
-            first = graph.tensors[op.inputs[0]]
-            for other in op.inputs[1:]:
-                for a, b in zip(first, graph.tensors[other], strict=True):
-                    ra, rb = find(a), find(b)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
-    roots = np.fromiter((find(a) for a in range(n)), dtype=np.int64, count=n)
-    # Number classes 0.. in order of their lowest channel id.
-    _, class_of = np.unique(roots, return_inverse=True)
+    """Class id per channel: the components of "added together", numbered 0.. in order of
+    their lowest channel id. Min-label propagation over the add edges with pointer jumping
+    (whole arrays at a time; a residual chain is a path as long as its blocks, so a few
+    rounds)."""
+    pairs = [(graph.tensors[op.inputs[0]], graph.tensors[other]) for op in graph.ops
+             if isinstance(op, Add) for other in op.inputs[1:]]
+    a = np.concatenate([np.asarray(x, dtype=np.int64) for x, _ in pairs] or [np.zeros(0, int)])
+    b = np.concatenate([np.asarray(y, dtype=np.int64) for _, y in pairs] or [np.zeros(0, int)])
+    label = np.arange(n, dtype=np.int64)
+    while True:
+        low = np.minimum(label[a], label[b])
+        before = label.copy()
+        np.minimum.at(label, a, low)
+        np.minimum.at(label, b, low)
+        label = label[label]
+        if np.array_equal(label, before):
+            break
+    _, class_of = np.unique(label, return_inverse=True)
     return class_of.astype(np.int64)
 
 

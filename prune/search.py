@@ -134,22 +134,51 @@ def figure_of(metric: Metric, img_size: int,
 
 
 def find_ratio(figure: Callable[[float], float], limit: float,
-               grid: Sequence[float] = GRID) -> int | None:
+               grid: Sequence[float] = GRID, hint: int | None = None) -> int | None:
     """The grid index ``i`` with ``figure(grid[i]) <= limit`` and, for ``i > 0``,
     ``figure(grid[i - 1]) > limit``; None when ``figure(grid[-1]) > limit``. Bisection: about
-    log2(len(grid)) + 2 calls."""
-    if figure(grid[0]) <= limit:
-        return 0
-    if figure(grid[-1]) > limit:
-        return None
-    lo, hi = 0, len(grid) - 1  # lo misses, hi meets
-    while hi - lo > 1:
+    log2(len(grid)) + 2 calls; from a ``hint`` (where the answer probably is: the previous
+    block count's) it first brackets outwards in doubling steps, a few calls when it is close.
+    """
+    lo, hi = _bracket(figure, limit, len(grid) - 1, grid, hint)
+    if hi is None or lo is None:
+        return hi
+    while hi - lo > 1:  # lo misses, hi meets
         mid = (lo + hi) // 2
         if figure(grid[mid]) <= limit:
             hi = mid
         else:
             lo = mid
     return hi
+
+
+def _bracket(figure: Callable[[float], float], limit: float, last: int,
+             grid: Sequence[float], hint: int | None) -> tuple[int | None, int | None]:
+    """``(lo, hi)`` with ``lo`` missing and ``hi`` meeting the limit; ``(None, 0)`` when the
+    first grid point meets it, ``(None, None)`` when the last one misses."""
+    def meets(i: int) -> bool:
+        return figure(grid[i]) <= limit
+
+    if hint is None or not 0 < hint < last:
+        if meets(0):
+            return None, 0
+        return (0, last) if meets(last) else (None, None)
+    step, edge = 1, hint
+    if meets(hint):  # walk down to a miss
+        while True:
+            lower = max(edge - step, 0)
+            if not meets(lower):
+                return lower, edge
+            if lower == 0:
+                return None, 0
+            edge, step = lower, 2 * step
+    while True:  # walk up to a hit
+        upper = min(edge + step, last)
+        if meets(upper):
+            return edge, upper
+        if upper == last:
+            return None, None
+        edge, step = upper, 2 * step
 
 
 @dataclass(frozen=True)
@@ -191,8 +220,9 @@ class Search:
         self.steps.append(Step(layers, ratio, value, value <= self.limit))
         return value, plan, cfg
 
-    def best_at(self, layers: int) -> Found | None:
-        """The plan of ``layers`` blocks one search step inside the limit, or None."""
+    def best_at(self, layers: int, hint: float | None = None) -> Found | None:
+        """The plan of ``layers`` blocks one search step inside the limit, or None (``hint``:
+        a ratio the answer is probably near)."""
         memo: dict[float, tuple[float, KeepPlan, Cfg]] = {}
 
         def value(ratio: float) -> float:
@@ -200,7 +230,7 @@ class Search:
                 memo[ratio] = self.at(layers, ratio)
             return memo[ratio][0]
 
-        i = find_ratio(value, self.limit)
+        i = find_ratio(value, self.limit, hint=None if hint is None else GRID.index(hint))
         if i is None:
             return None
         figure, plan, cfg = memo[GRID[i]]
@@ -210,10 +240,12 @@ class Search:
     def run(self, layers: int | str) -> Found | None:
         counts = range(len(self.space.blocks) + 1) if layers == AUTO else (layers,)
         best: Found | None = None
+        hint: float | None = None
         for n in counts:
             if best is not None and self.space.blocks_gamma(n) >= best.removed_gamma:
                 break  # these blocks alone zero more |gamma| than the best plan: so do all after
-            found = self.best_at(n)
+            found = self.best_at(n, hint)
+            hint = found.ratio if found is not None else hint
             if found is not None and (best is None or found.removed_gamma < best.removed_gamma):
                 best = found
             if found is not None and found.ratio == 0:

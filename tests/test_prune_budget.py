@@ -154,3 +154,20 @@ def test_a_budget_prune_of_a_full_size_cfg_lands():
     _, less = prune_model(model, PruneSettings(ratio=round(report.settings.ratio - STEP, 2),
                                                round_to=8), img_size=416)
     assert less.gflops_after > 0.3 * report.gflops_before
+
+
+@pytest.mark.parametrize("hint", [None, 1, 5, 50, 69, 70, 71, 98])
+def test_find_ratio_from_a_hint_gives_the_same_kind_of_answer(hint):
+    """Bracketing outwards from a hint keeps the contract; near the answer it is cheaper."""
+    calls = []
+
+    def figure(r):
+        calls.append(r)
+        return 100 * (1 - r)
+
+    i = find_ratio(figure, 30.5, hint=hint)
+    assert GRID[i] == pytest.approx(0.7)
+    if hint in (69, 70, 71):
+        assert len(calls) <= 4
+    assert find_ratio(lambda r: 1.0, 2.0, hint=hint) == 0
+    assert find_ratio(lambda r: 5.0 - r, 2.0, hint=hint) is None
