@@ -135,6 +135,13 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
             "--out", str(p.compare)]
 
 
+def manifest_settings(args) -> dict:
+    """What pipeline.json records of a run's settings; the prune ones as settled values
+    (``--round-to 8`` and ``--round-to 08`` are one setting)."""
+    prune = PruneSettings.from_args(args).as_dict()
+    return {k: prune[k] if k in PRUNE_SETTINGS else getattr(args, k) for k in SETTINGS}
+
+
 def check_prune_settings(args) -> None:
     """What the prune stage would refuse, refused before the dense stage: a bad value, --ratio
     given beside a budget, more --layers than the cfg has removable blocks."""
@@ -228,7 +235,7 @@ def run(args) -> int:
 
     check_prune_settings(args)  # refuse bad prune settings here, not 20 minutes later
     p = Paths(Path(args.out))
-    manifest = _load_manifest(p, {k: getattr(args, k) for k in SETTINGS})
+    manifest = _load_manifest(p, manifest_settings(args))
     ensure_writable_dir(p.root)
     atomic_write_text(p.manifest, json.dumps(manifest, indent=2) + "\n")
     parser = build_parser()
