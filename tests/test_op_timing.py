@@ -80,3 +80,22 @@ def test_prune_ranking_latency_measures_once_then_reads_the_cache(tmp_path, caps
     report = [json.loads((tmp_path / d / "prune_report.json").read_text()) for d in "ab"]
     assert report[0]["kept"] == report[1]["kept"]
     assert report[0]["settings"]["ranking"] == "latency"
+
+
+@pytest.mark.e2e
+def test_prune_to_a_latency_budget_measures_the_result_in_onnxruntime(tmp_path, capsys,
+                                                                      monkeypatch):
+    """Whatever the timings (not asserted), the search predicts, the result is measured and
+    printed beside the prediction, and the report says whether it met the budget."""
+    monkeypatch.setenv("RES2NET_YOLO_CACHE", str(tmp_path / "cache"))
+    code = main.main(["prune", "--cfg", str(TINY), "--random-gammas", "0", "--target-latency",
+                      "0.9x", "--out", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    search = json.loads((tmp_path / "o" / "prune_report.json").read_text())["search"]
+    assert code == 0 and search["metric"] == "latency" and 1 <= len(search["rounds"]) <= 3
+    assert all(r["predicted_ms"] > 0 and r["measured_ms"] > 0 for r in search["rounds"])
+    assert search["figure"] == search["rounds"][-1]["measured_ms"]
+    assert search["met"] == (search["figure"] <= search["limit"])
+    assert search["limit"] == pytest.approx(0.9 * search["dense"])
+    assert out.count("measured in onnxruntime:") == len(search["rounds"])
+    assert ("warning: measured" in out) == (not search["met"])
