@@ -43,6 +43,10 @@ STAGES = ("dense", "sparse", "prune", "finetune", "compare")
 # passed to its prune stage); the others keep `main.py prune`'s defaults.
 PRUNE_SETTINGS = ("ratio", "layers", "flops_exponent", "ranking", "latency_exponent",
                   "target_gflops", "target_params", "target_latency", "scope", "round_to")
+# Chosen on the demo (README, "The demo, measured"): blocks out first, then channels ranked by
+# the latency they save, and a fine-tune long enough to win the mAP back.
+DEMO_PRUNE = dict(layers=4, ratio=0.6, ranking="latency")
+DEMO_EPOCHS = dict(finetune=30)
 
 
 def add_arguments(p) -> None:
@@ -52,11 +56,14 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", default=None,
                    help="start the dense stage from these weights (default: random init)")
     p.add_argument("--img-size", type=int, default=128, help="input size (default: 128)")
-    add_prune_settings(p, PRUNE_SETTINGS)  # --scope also chooses where sparse puts its L1
+    # --scope also chooses where sparse puts its L1
+    add_prune_settings(p, PRUNE_SETTINGS, defaults=DEMO_PRUNE)
     p.add_argument("--s", type=float, default=0.01, help="sparsity rate (default: 0.01)")
     for stage, command in (("dense", "train"), ("sparse", "sparse"), ("finetune", "finetune")):
-        p.add_argument(f"--{stage}-epochs", type=int, default=None,
-                       help=f"epochs of the {stage} stage (default: `main.py {command}`'s)")
+        own = DEMO_EPOCHS.get(stage)
+        shown = own if own is not None else f"`main.py {command}`'s"
+        p.add_argument(f"--{stage}-epochs", type=int, default=own,
+                       help=f"epochs of the {stage} stage (default: {shown})")
     p.add_argument("--distill", action="store_true",
                    help="fine-tune with distillation from the dense model")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
@@ -156,7 +163,13 @@ def check_prune_settings(args) -> None:
                          "budget search chooses the ratio")
     if isinstance(settings.layers, int) and settings.layers:
         cfg = parse_cfg(args.cfg)
-        check_block_count(settings.layers, find_blocks(cfg), cfg)
+        try:
+            check_block_count(settings.layers, find_blocks(cfg), cfg)
+        except PruneError as e:
+            if "layers" in getattr(args, "given", ()):
+                raise
+            raise PruneError(f"{e}; the pipeline's --layers {settings.layers} was chosen on "
+                             "the demo: give --layers 0 (or fewer) for this cfg") from None
 
 
 def _epochs(epochs: int | None) -> list[str]:

@@ -276,15 +276,17 @@ def flag_of(name: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
-                  unset: Mapping[str, str] | None = None) -> None:
+                  unset: Mapping[str, str] | None = None,
+                  defaults: Mapping[str, Any] | None = None) -> None:
     """Add the flags of ``names`` (default: every field).
 
     ``unset`` maps fields whose flag defaults to None (the command decides what that means) to
-    what the help says instead of the default. Values stay raw here (argparse would turn a bad
+    what the help says instead of the default; ``defaults`` maps fields to the command's own
+    default, in place of the field's. Values stay raw here (argparse would turn a bad
     one into a usage dump): the checks run when :meth:`PruneSettings.from_args` builds the
     settings, and say what is wrong in one line.
     """
-    unset = unset or {}
+    unset, defaults = unset or {}, defaults or {}
     wanted = [f.name for f in fields(PruneSettings)] if names is None else list(names)
     for name in wanted:
         f, flag = _field(name), flag_of(name)
@@ -292,7 +294,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None =
         if meta["type"] is bool:
             parser.add_argument(flag, dest=name, action="store_false", help=meta["help"])
             continue
-        default = None if name in unset else _plain(f.default)
+        default = None if name in unset else _plain(defaults.get(name, f.default))
         shown = unset.get(name, "none" if default is None else default)
         parser.add_argument(flag, dest=name, type=meta["type"], default=default,
                             metavar=meta["metavar"], choices=meta["choices"],

@@ -24,11 +24,13 @@ def prune_parser() -> argparse.ArgumentParser:
 
 
 def test_the_cli_defaults_are_the_library_defaults():
+    from commands.pipeline import DEMO_PRUNE
+
     args = build_parser().parse_args(["prune", "--cfg", "x.cfg", "--random-gammas", "0",
                                       "--ratio", "0.5", "--out", "o"])
     assert PruneSettings.from_args(args) == PruneSettings(ratio=0.5)
-    pipeline = build_parser().parse_args(["pipeline"])
-    assert PruneSettings.from_args(pipeline) == PruneSettings()
+    pipeline = build_parser().parse_args(["pipeline"])  # its own defaults, chosen on the demo
+    assert PruneSettings.from_args(pipeline) == PruneSettings(**DEMO_PRUNE)
 
 
 def test_every_field_has_a_prune_flag():

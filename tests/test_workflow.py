@@ -238,7 +238,12 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
     (["--layers", "auto"], "--layers auto needs a budget (--target-gflops, --target-params or "
                            "--target-latency) to choose the number of blocks for"),
     (["--target-gflops", "0.2x", "--ratio", "0.4"],
-     "--ratio and --target-gflops exclude each other: the budget search chooses the ratio")],
+     "--ratio and --target-gflops exclude each other: the budget search chooses the ratio"),
+    (["--cfg", "tests/cfgs/tiny-darknet.cfg"],
+     "--layers 4 is more than the 0 removable blocks of tests/cfgs/tiny-darknet.cfg "
+     "(identity-residual [res2net] blocks and Darknet residual units; main.py analyze lists "
+     "them); the pipeline's --layers 4 was chosen on the demo: give --layers 0 (or fewer) for "
+     "this cfg")],
     ids=lambda v: v[0] if isinstance(v, list) else None)
 def test_pipeline_refuses_bad_prune_settings_before_training(tmp_path, argv, message):
     out = tmp_path / "pipe"
@@ -265,7 +270,8 @@ def test_pipeline_passes_blocks_budgets_and_ranking_to_prune_and_records_them(tm
         round_to=8)
     assert prune_args.img_size == 128
     plain = pipeline.stage_argv("prune", parse_args(["pipeline"]), pipeline.Paths(tmp_path))
-    assert plain[plain.index("--ratio") + 1] == "0.5" and "--target-gflops" not in plain
+    assert settings_of(parse_args(plain)) == PruneSettings(**pipeline.DEMO_PRUNE)
+    assert "--target-gflops" not in plain
 
     monkeypatch.setattr(pipeline, "_run_stage", lambda *a: 3)  # stop at the first stage
     assert args._run(args) == 3
