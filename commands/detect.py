@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from common.errors import UserError
-    from common.io import atomic_write_text
+    from common.io import atomic_write_text, ensure_writable_dir
     from darknet import Darknet
     from detection import (
         detect_image,
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if any((out / p.name).resolve() == p.resolve() for p in images):
         raise UserError(f"--out {out} would overwrite the source images; choose another folder")
+    ensure_writable_dir(out)
     model = Darknet(args.cfg)
     detector, img_size = _detector(model, args, UserError)
     names = _names(args.data, model.num_classes, UserError)

@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from commands import check_img_size
     from common.errors import UserError
+    from common.io import ensure_writable_dir
     from darknet import Darknet
 
     check_img_size(args.img_size)
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if any(t.resolve() in inputs for t in targets):
         raise UserError(f"--out {out} would overwrite the input {args.cfg} or {args.weights}; "
                         "choose another folder")
+    ensure_writable_dir(out)
     write = _onnx if args.format == "onnx" else _darknet
     diff = write(model, *targets, args)
     if args.json:

@@ -155,10 +155,16 @@ def test_out_under_a_regular_file_fails_in_one_line_before_any_work(tmp_path, de
     monkeypatch.setattr("prune.prune_model", never("pruning"))
     monkeypatch.setattr("engine.trainer.Trainer.fit", never("training"))
     monkeypatch.setattr("engine.evaluator.evaluate", never("evaluation"))
+    monkeypatch.setattr("darknet.onnx_export.write_onnx", never("exporting"))
+    monkeypatch.setattr("detection.detect_image", never("detection"))
     weights = tmp_path / "demo.weights"
     Darknet(DEMO_CFG).save_weights(weights)
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (64, 48)).save(picture)
     commands = [
         prune_argv(out, 0.3),
+        ["export", "--cfg", DEMO_CFG, "--weights", weights, "--out", out],
+        ["detect", "--cfg", DEMO_CFG, "--weights", weights, "--source", picture, "--out", out],
         ["train", "--data", demo_yaml, "--img-size", "64", "--epochs", "1", "--out", out],
         ["pipeline", "--data", demo_yaml, "--img-size", "64", "--out", out],
         ["compare", "--model", f"a={DEMO_CFG},{weights}", "--data", demo_yaml,
