@@ -76,10 +76,11 @@ def _bars(ax: Axes, items: list[Slot]) -> None:
     xs = range(len(items))
     ax.bar(xs, [s.before for s in items], 0.8, color=COLORS["original"], zorder=1)
     ax.bar(xs, [s.after for s in items], 0.8, color=[_color(s) for s in items], zorder=2)
+    top = max(s.before for s in items)  # a removed block is struck out over the whole height
     for x, s in zip(xs, items, strict=True):
         if s.removed:
-            ax.bar(x, max(s.before, 1), 0.8, fill=False, hatch="///", edgecolor=COLORS["removed"],
-                   lw=0, zorder=3)
+            ax.bar(x, top, 0.8, fill=False, hatch="///", edgecolor=COLORS["removed"], lw=0,
+                   zorder=3)
         for k in range(1, s.groups):  # the block's equal-width groups
             for total in (s.before, s.after):
                 ax.plot([x - 0.4, x + 0.4], [total * k / s.groups] * 2, color="white", lw=0.6,
@@ -103,10 +104,23 @@ def _chains(ax: Axes, items: list[Slot]) -> None:
                     color=COLORS["chain"])
 
 
+def _command(chosen: dict[str, Any]) -> str:
+    """The prune flags that chose this cut (the settings' defaults of this report's time)."""
+    budget = [f"--{name.replace('_', '-')} {chosen[name]}"
+              for name in ("target_gflops", "target_params", "target_latency") if chosen.get(name)]
+    parts = ["prune", *budget, f"--ratio {chosen['ratio']:g}"]
+    if chosen.get("layers"):
+        parts.append(f"--layers {chosen['layers']}")
+    if chosen.get("ranking") == "latency":
+        parts.append(f"--ranking latency --latency-exponent {chosen['latency_exponent']:g}")
+    else:
+        parts.append(f"--flops-exponent {chosen['flops_exponent']:g}")
+    return " ".join([*parts, f"--scope {chosen['scope']}"])
+
+
 def _title(report: dict[str, Any]) -> str:
-    p0, p1, chosen = report["params_before"], report["params_after"], report["settings"]
-    text = (f"prune --ratio {chosen['ratio']:g} --flops-exponent {chosen['flops_exponent']:g} "
-            f"--scope {chosen['scope']}\nparams {p0:,} → {p1:,} ({p1 / p0:.0%})")
+    p0, p1 = report["params_before"], report["params_after"]
+    text = f"{_command(report['settings'])}\nparams {p0:,} → {p1:,} ({p1 / p0:.0%})"
     if report.get("gflops_before"):
         g0, g1 = report["gflops_before"], report["gflops_after"]
         text += f", GFLOPs @{report['img_size']} {g0:.3g} → {g1:.3g} ({g1 / g0:.0%})"

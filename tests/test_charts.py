@@ -281,7 +281,7 @@ def row(index, kind, before, after, width=None, scale=None, prunable=True, chain
 
 def hand_made_report(**extra):
     return {"settings": {"ratio": 0.5, "flops_exponent": 0.1, "scope": "all"},
-            "params_before": 1000,
+            **extra, "params_before": 1000,
             "params_after": 400, "gflops_before": 0.2, "gflops_after": 0.08, "img_size": 64,
             "layers": [row(0, "convolutional", 8, 4),
                        row(1, "convolutional", 16, 8, chain=1),
@@ -290,8 +290,7 @@ def hand_made_report(**extra):
                        row(4, "shortcut", 16, 8, prunable=False),
                        row(5, "triangle", 24, 12, width=(6, 3), scale=4),
                        row(6, "convolutional", 18, 18, prunable=False),
-                       row(7, "yolo", 18, 18, prunable=False)],
-            **extra}
+                       row(7, "yolo", 18, 18, prunable=False)]}
 
 
 def test_prune_chart_slots_are_the_prunable_layers_in_cfg_order():
@@ -322,11 +321,25 @@ def test_prune_chart_marks_removed_blocks_when_the_report_has_them():
     fig = prune_report.figure(report)
     hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
     assert sorted(round(p.get_x() + p.get_width() / 2) for p in hatched) == [3, 5]  # slots
+    tallest = max(s.before for s in slots)  # struck out over the whole height, seen at any width
+    assert [p.get_height() for p in hatched] == [tallest, tallest]
     assert "2 blocks removed" in fig.texts[0].get_text()
     assert "removed block" in [t.get_text() for t in fig.legends[0].get_texts()]
     assert png_size(charts.render("prune_report", report)) == prune_report.size(6)
     plain = prune_report.figure(hand_made_report())
     assert not [p for p in plain.axes[0].patches if p.get_hatch()]
+
+
+def test_prune_chart_title_is_the_command_that_chose_the_cut():
+    from charts import prune_report
+
+    assert prune_report.figure(hand_made_report()).texts[0].get_text().startswith(
+        "prune --ratio 0.5 --flops-exponent 0.1 --scope all\n")
+    chosen = {"ratio": 0.43, "flops_exponent": 0.1, "scope": "all", "layers": 3,
+              "ranking": "latency", "latency_exponent": 1.0, "target_gflops": "0.3x"}
+    title = prune_report.figure(hand_made_report(settings=chosen)).texts[0].get_text()
+    assert title.startswith("prune --target-gflops 0.3x --ratio 0.43 --layers 3 --ranking "
+                            "latency --latency-exponent 1 --scope all\n")
 
 
 # ---------------------------------------------------------------------------- written by runs
