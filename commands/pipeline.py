@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prune.settings import PruneSettings
@@ -44,8 +44,12 @@ STAGES = ("dense", "sparse", "prune", "finetune", "compare")
 PRUNE_SETTINGS = ("ratio", "layers", "flops_exponent", "ranking", "latency_exponent",
                   "target_gflops", "target_params", "target_latency", "scope", "round_to")
 # Chosen on the demo (README, "The demo, measured"): blocks out first, then channels ranked by
-# the latency they save, and a fine-tune long enough to win the mAP back.
+# the latency they save, as many as a parameter budget asks (a fixed ratio lands elsewhere
+# on other sparse weights), and a fine-tune long enough to win the mAP back. The budget
+# holds unless --ratio or another --target-* is given; --ratio (where sparse draws its cut)
+# is near where it lands on the demo.
 DEMO_PRUNE = dict(layers=4, ratio=0.6, ranking="latency")
+DEMO_BUDGET = dict(target_params="0.14x")
 DEMO_EPOCHS = dict(finetune=30)
 
 
@@ -57,7 +61,9 @@ def add_arguments(p) -> None:
                    help="start the dense stage from these weights (default: random init)")
     p.add_argument("--img-size", type=int, default=128, help="input size (default: 128)")
     # --scope also chooses where sparse puts its L1
-    add_prune_settings(p, PRUNE_SETTINGS, defaults=DEMO_PRUNE)
+    add_prune_settings(p, PRUNE_SETTINGS, defaults=DEMO_PRUNE, unset={
+        "target_params": f"{DEMO_BUDGET['target_params']} unless --ratio or another --target-* "
+                         "is given"})
     p.add_argument("--s", type=float, default=0.01, help="sparsity rate (default: 0.01)")
     for stage, command in (("dense", "train"), ("sparse", "sparse"), ("finetune", "finetune")):
         own = DEMO_EPOCHS.get(stage)
@@ -124,7 +130,7 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
                 *_epochs(args.sparse_epochs),
                 "--out", str(p.sparse), *common, *device]
     if stage == "prune":
-        settings = PruneSettings.from_args(args)
+        settings = prune_settings(args)
         names = [n for n in PRUNE_SETTINGS if n != "ratio" or settings.budget is None]
         return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / "last.weights"),
                 *settings.argv(names), "--img-size", str(args.img_size), "--out", str(p.prune)]
@@ -142,10 +148,19 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
             "--out", str(p.compare)]
 
 
+def prune_settings(args) -> PruneSettings:
+    """The prune settings of a pipeline run: its flags, and the demo's parameter budget when
+    neither --ratio nor a --target-* is given."""
+    settings = PruneSettings.from_args(args)
+    if settings.budget is None and "ratio" not in getattr(args, "given", ()):
+        return replace(settings, **DEMO_BUDGET)
+    return settings
+
+
 def manifest_settings(args) -> dict:
     """What pipeline.json records of a run's settings; the prune ones as settled values
     (``--round-to 8`` and ``--round-to 08`` are one setting)."""
-    prune = PruneSettings.from_args(args).as_dict()
+    prune = prune_settings(args).as_dict()
     return {k: prune[k] if k in PRUNE_SETTINGS else getattr(args, k) for k in SETTINGS}
 
 
@@ -157,7 +172,7 @@ def check_prune_settings(args) -> None:
     from prune.block_cut import check_block_count
     from prune.blocks import find_blocks
 
-    settings = PruneSettings.from_args(args)
+    settings = prune_settings(args)
     if settings.budget is not None and "ratio" in getattr(args, "given", ()):
         raise PruneError(f"--ratio and {settings.budget.metric.flag} exclude each other: the "
                          "budget search chooses the ratio")

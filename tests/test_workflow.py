@@ -270,8 +270,8 @@ def test_pipeline_passes_blocks_budgets_and_ranking_to_prune_and_records_them(tm
         round_to=8)
     assert prune_args.img_size == 128
     plain = pipeline.stage_argv("prune", parse_args(["pipeline"]), pipeline.Paths(tmp_path))
-    assert settings_of(parse_args(plain)) == PruneSettings(**pipeline.DEMO_PRUNE)
-    assert "--target-gflops" not in plain
+    assert settings_of(parse_args(plain)) == PruneSettings(  # the demo's budget, ratio searched
+        **{**pipeline.DEMO_PRUNE, "ratio": 0.0}, **pipeline.DEMO_BUDGET)
 
     monkeypatch.setattr(pipeline, "_run_stage", lambda *a: 3)  # stop at the first stage
     assert args._run(args) == 3
@@ -280,6 +280,20 @@ def test_pipeline_passes_blocks_budgets_and_ranking_to_prune_and_records_them(tm
                                      "round_to", "target_latency")} == {
         "target_gflops": "0.2x", "layers": "auto", "ranking": "latency",
         "latency_exponent": 0.5, "round_to": 8, "target_latency": None}
+
+
+@pytest.mark.parametrize("argv,budget", [
+    ([], ("target_params", "0.14x")), (["--ratio", "0.5"], None),
+    (["--target-gflops", "0.3x"], ("target_gflops", "0.3x")),
+    (["--target-params", "0.2x"], ("target_params", "0.2x"))])
+def test_the_demo_budget_holds_unless_a_ratio_or_another_budget_is_given(argv, budget):
+    from commands import parse_args
+    from commands.pipeline import prune_settings
+
+    settings = prune_settings(parse_args(["pipeline", *argv]))
+    chosen = settings.budget
+    assert (chosen and (chosen.metric.flag[2:].replace("-", "_"), str(chosen))) == budget
+    assert settings.layers == 4 and settings.ranking == "latency"
 
 
 def tiny_pipeline_argv(out, data, dense_epochs=1):
