@@ -19,7 +19,7 @@ would type (each is printed before it runs), each stage in its own folder under 
   dense/     main.py train      dense model                  (best.weights)
   sparse/    main.py sparse     L1 on prunable gammas        (last.weights, gamma_hist.png
                                                                with the --ratio cut marked)
-  prune/     main.py prune      --ratio of channels removed  (pruned.cfg, pruned.weights,
+  prune/     main.py prune      blocks, then channels out    (pruned.cfg, pruned.weights,
                                                                prune_report.json/.png)
   finetune/  main.py finetune   the slim model recovers      (best.weights)
   compare/   main.py compare    dense, sparse, pruned, finetuned (compare.md/.json/.png)
@@ -29,14 +29,18 @@ pipeline.json (written before the first stage) lists the finished stages, which 
 a training stage continues from its last completed epoch; prune and compare start over. The
 manifest also keeps the settings, and a run with different ones is refused.
 
-With no arguments: the demo cfg on the built-in demo dataset, about 30 minutes on 2 CPU
-cores.
+With no arguments: the demo cfg on the built-in demo dataset, about 50 minutes on 2 CPU
+cores. Its prune stage is the demo's default, chosen on the demo: remove 4 blocks, then
+channels ranked by the onnxruntime latency they cost, until at most 0.14x of the parameters
+are left (--layers 4 --ranking latency --target-params 0.14x); --ratio or another --target-*
+replaces the budget, --layers 0 keeps every block.
 
 examples:
   python main.py pipeline
-  python main.py pipeline --out runs/p30 --ratio 0.3
+  python main.py pipeline --out runs/p30 --ratio 0.3 --layers 0 --ranking gamma
   python main.py pipeline --cfg my.cfg --data my.yaml --img-size 416 --device cuda \\
-      --dense-epochs 100 --sparse-epochs 100 --finetune-epochs 50 --s 0.001"""
+      --dense-epochs 100 --sparse-epochs 100 --finetune-epochs 50 --s 0.001 \\
+      --layers 0 --target-gflops 0.3x"""
 
 STAGES = ("dense", "sparse", "prune", "finetune", "compare")
 # The prune settings a pipeline run chooses (its flags, checked before the dense stage and
