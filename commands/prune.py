@@ -159,9 +159,11 @@ def summary(report) -> str:
     if report.folds:
         lines.append(f"folded removed channels' act(beta) into {len(report.folds)} convs "
                      f"({approx} of them kxk with padding: exact away from the image border)")
+    ranked = (f"--ranking latency --latency-exponent {settings.latency_exponent:g}"
+              if settings.ranking == "latency" else
+              f"--flops-exponent {settings.flops_exponent:g}")
     lines.append(f"removed {report.removed_channels} of {report.prunable_channels} prunable "
-                 f"coupled channels (--ratio {settings.ratio:g}, "
-                 f"--flops-exponent {settings.flops_exponent:g}, "
+                 f"coupled channels (--ratio {settings.ratio:g}, {ranked}, "
                  f"--scope {settings.scope}); "
                  f"BN channels {report.bn_channels_before:,} -> {report.bn_channels_after:,}")
     p0, p1 = report.params_before, report.params_after

@@ -77,6 +77,7 @@ def test_prune_ranking_latency_measures_once_then_reads_the_cache(tmp_path, caps
     assert main.main([*argv, "--out", str(tmp_path / "b")]) == 0
     second = capsys.readouterr().out
     assert "latency table: 0 measured now" in second and "latency table: 0" not in first
+    assert "(--ratio 0.5, --ranking latency --latency-exponent 1, --scope all)" in second
     report = [json.loads((tmp_path / d / "prune_report.json").read_text()) for d in "ab"]
     assert report[0]["kept"] == report[1]["kept"]
     assert report[0]["settings"]["ranking"] == "latency"
