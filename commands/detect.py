@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if any((out / p.name).resolve() == p.resolve() for p in images):
         raise UserError(f"--out {out} would overwrite the source images; choose another folder")
-    ensure_writable_dir(out)
+    ensure_writable_dir(out, create=False)
     model = Darknet(args.cfg)
     detector, img_size = _detector(model, args, UserError)
     names = _names(args.data, model.num_classes, UserError)

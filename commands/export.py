@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if any(t.resolve() in inputs for t in targets):
         raise UserError(f"--out {out} would overwrite the input {args.cfg} or {args.weights}; "
                         "choose another folder")
-    ensure_writable_dir(out)
+    ensure_writable_dir(out, create=False)
     write = _onnx if args.format == "onnx" else _darknet
     diff = write(model, *targets, args)
     if args.json:
