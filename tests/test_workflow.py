@@ -240,9 +240,9 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
     (["--target-gflops", "0.2x", "--ratio", "0.4"],
      "--ratio and --target-gflops exclude each other: the budget search chooses the ratio"),
     (["--cfg", "tests/cfgs/tiny-darknet.cfg"],
-     "--layers 4 is more than the 0 removable blocks of tests/cfgs/tiny-darknet.cfg "
+     "--layers 2 is more than the 0 removable blocks of tests/cfgs/tiny-darknet.cfg "
      "(identity-residual [res2net] blocks and Darknet residual units; main.py analyze lists "
-     "them); the pipeline's --layers 4 was chosen on the demo: give --layers 0 (or fewer) for "
+     "them); the pipeline's --layers 2 was chosen on the demo: give --layers 0 (or fewer) for "
      "this cfg")],
     ids=lambda v: v[0] if isinstance(v, list) else None)
 def test_pipeline_refuses_bad_prune_settings_before_training(tmp_path, argv, message):
@@ -293,7 +293,7 @@ def test_the_demo_budget_holds_unless_a_ratio_or_another_budget_is_given(argv, b
     settings = prune_settings(parse_args(["pipeline", *argv]))
     chosen = settings.budget
     assert (chosen and (chosen.metric.flag[2:].replace("-", "_"), str(chosen))) == budget
-    assert settings.layers == 4 and settings.ranking == "latency"
+    assert settings.layers == 2 and settings.ranking == "latency"
 
 
 def tiny_pipeline_argv(out, data, dense_epochs=1):
