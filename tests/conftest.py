@@ -44,6 +44,11 @@ def sized(paths, *more):
             for p in paths]
 
 
+def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """``n`` seeded random RGB images in 0..1, ``size`` x ``size``."""
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm non-trivial statistics so tests see more than the identity."""
     g = torch.Generator().manual_seed(seed)

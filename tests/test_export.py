@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, calibrate_heads
+from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, calibrate_heads, images
 
 import main
 from darknet import Darknet
@@ -19,10 +19,6 @@ DEMO = ROOT / "cfgs" / "demo.cfg"
 TINY_RES2NET = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
 
 YOLOV4_TINY = ROOT / "tests" / "data" / "darknet" / "yolov4-tiny.cfg"  # route groups, scale_x_y
-
-
-def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def demo_pruned() -> Darknet:

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate_heads
+from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate_heads, images
 
 import main
 from darknet import CfgError, Darknet, parse_cfg, parse_cfg_text
@@ -32,10 +32,6 @@ DEMO = ROOT / "cfgs" / "demo.cfg"
 TINY_RES2NET = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
 FULL_RES2NET = [ROOT / "cfgs" / "res2net-yolov3.cfg", ROOT / "cfgs" / "res2net-yolov3-triangle.cfg"]
 HEADER_BYTES = len(WeightsHeader().to_bytes())
-
-
-def images(n: int, size: int, seed: int) -> torch.Tensor:
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def calibrated(cfg, size: int, pruned: bool = False) -> Darknet:
