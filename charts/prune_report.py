@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from prune.settings import ranking_flags
+
 from .base import new_figure, round_ticks, style
 
 HEIGHT = 460
@@ -111,10 +113,8 @@ def _command(chosen: dict[str, Any]) -> str:
     parts = ["prune", *budget, f"--ratio {chosen['ratio']:g}"]
     if chosen.get("layers"):
         parts.append(f"--layers {chosen['layers']}")
-    if chosen.get("ranking") == "latency":
-        parts.append(f"--ranking latency --latency-exponent {chosen['latency_exponent']:g}")
-    else:
-        parts.append(f"--flops-exponent {chosen['flops_exponent']:g}")
+    parts.append(ranking_flags(chosen.get("ranking", "gamma"), chosen["flops_exponent"],
+                               chosen.get("latency_exponent", 1.0)))
     return " ".join([*parts, f"--scope {chosen['scope']}"])
 
 

@@ -1,6 +1,7 @@
 """`main.py prune`: remove the least important coupled channels, write a slim cfg + weights."""
 
 from prune.settings import add_arguments as add_settings
+from prune.settings import ranking_flags
 
 HELP = ("prune blocks and channels by BN gamma (Res2Net-aware); write pruned.cfg/.weights and "
         "a report")
@@ -159,9 +160,7 @@ def summary(report) -> str:
     if report.folds:
         lines.append(f"folded removed channels' act(beta) into {len(report.folds)} convs "
                      f"({approx} of them kxk with padding: exact away from the image border)")
-    ranked = (f"--ranking latency --latency-exponent {settings.latency_exponent:g}"
-              if settings.ranking == "latency" else
-              f"--flops-exponent {settings.flops_exponent:g}")
+    ranked = ranking_flags(settings.ranking, settings.flops_exponent, settings.latency_exponent)
     lines.append(f"removed {report.removed_channels} of {report.prunable_channels} prunable "
                  f"coupled channels (--ratio {settings.ratio:g}, {ranked}, "
                  f"--scope {settings.scope}); "

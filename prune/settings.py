@@ -269,6 +269,14 @@ def _field(name: str):
     return next(f for f in fields(PruneSettings) if f.name == name)
 
 
+def ranking_flags(ranking: str, flops_exponent: float, latency_exponent: float) -> str:
+    """The flags that say how channels and blocks were ranked, as a prune command gives them
+    (plain values: the prune summary passes a settings value's, the chart a report's)."""
+    if ranking == Ranking.LATENCY:
+        return f"--ranking latency --latency-exponent {latency_exponent:g}"
+    return f"--flops-exponent {flops_exponent:g}"
+
+
 def flag_of(name: str) -> str:
     """The command-line flag of a field: ``--flops-exponent``; ``--no-fold`` for a switch."""
     dashed = name.replace("_", "-")
