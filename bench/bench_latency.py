@@ -40,13 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from comparison.compare import Timing, measure_latency  # noqa: E402
 from darknet import Darknet  # noqa: E402
 from darknet.cost import network_cost  # noqa: E402
-from darknet.deploy import inference_model  # noqa: E402
 from prune import PruneSettings, prune_model  # noqa: E402
 from prune.importance import randomize_gammas  # noqa: E402
 from prune.op_timing import ort_context  # noqa: E402
+from shipping.backends import model_backend  # noqa: E402
+from shipping.timing import Timing, measure_latency  # noqa: E402
 
 SWEEP = (("cfgs/demo.cfg", 128), ("cfgs/res2net-yolov3.cfg", 320),
          ("cfgs/res2net-yolov3.cfg", 416), ("cfgs/res2net-yolov3-triangle.cfg", 320),
@@ -66,7 +66,7 @@ class Bench:
 
     def latencies(self, models: list[Darknet], size: int, runtime: str) -> list[float]:
         image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-        forms = [inference_model(m, runtime, image) for m in models]
+        forms = [model_backend(m, runtime, image) for m in models]
         return [t for t, _ in measure_latency(forms, image, self.timing, nms=False)]
 
 

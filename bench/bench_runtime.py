@@ -3,7 +3,7 @@
     python bench/bench_runtime.py [--cfg cfgs/demo.cfg] [--img-size N] [--runs 30] [--threads N]
 
 The model (random weights; latency does not depend on their values) is timed at batch 1 in
-each form of ``darknet.deploy.RUNTIMES`` (eager, BN folded, TorchScript, onnxruntime), in
+each form of ``shipping.backends.RUNTIMES`` (eager, BN folded, TorchScript, onnxruntime), in
 turns on the same image after a warm-up, NMS excluded; medians, and each form's ratio to the
 folded PyTorch form (what ``main.py compare --runtime folded`` times).
 Target (issue 11): dense demo model, onnxruntime <= 0.5 x folded.
@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from comparison.compare import Timing, measure_latency  # noqa: E402
 from darknet import Darknet  # noqa: E402
-from darknet.deploy import RUNTIMES, inference_model  # noqa: E402
+from shipping.backends import RUNTIMES, model_backend  # noqa: E402
+from shipping.timing import Timing, measure_latency  # noqa: E402
 
 TARGET = 0.5  # onnxruntime / folded on the dense demo
 
@@ -40,7 +40,7 @@ def main() -> None:
     model = Darknet(args.cfg).eval()
     size = args.img_size or model.cfg.net.height
     image = torch.rand(1, model.cfg.net.channels, size, size)
-    forms = [inference_model(model, runtime, image) for runtime in RUNTIMES]
+    forms = [model_backend(model, runtime, image) for runtime in RUNTIMES]
     times = [t for t, _ in measure_latency(forms, image, Timing(args.runs, args.warmup))]
     folded = times[RUNTIMES.index("folded")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.cfg} @{size}, "

@@ -16,7 +16,7 @@ example:
       --model pruned=runs/prune/pruned.cfg,runs/finetune/best.weights --out runs/compare"""
 
 
-# darknet.deploy.RUNTIMES, spelled here so that --help imports no torch (a test keeps them equal).
+# shipping.backends.RUNTIMES, spelled here so that --help imports no torch (a test checks).
 RUNTIMES = ("eager", "folded", "torchscript", "onnxruntime")
 
 
@@ -48,16 +48,15 @@ def run(args) -> int:
     from common.io import ensure_writable_dir
     from comparison.compare import (
         ModelSpec,
-        Timing,
         build_rows,
         format_markdown,
         load_models,
-        measure_latency,
         write_report,
     )
-    from darknet.deploy import inference_model
     from engine.data import EpochLoader, build_data, skipped_summary
     from engine.evaluator import evaluate
+    from shipping.backends import model_backend
+    from shipping.timing import Timing, measure_latency
     from yolodata import load_spec
 
     if (args.workers or 0) < 0:
@@ -79,8 +78,8 @@ def run(args) -> int:
     maps = [evaluate(model, loader, spec.names) for model in models]
     # the first readable image (the loader leaves out any that failed to decode)
     image = next(iter(EpochLoader(data.val, 1, shuffle=False, workers=0))).images
-    forms = [inference_model(model, args.runtime, image) for model in models]
-    latencies = measure_latency(forms, image, Timing(args.runs, args.warmup))
+    backends = [model_backend(model, args.runtime, image) for model in models]
+    latencies = measure_latency(backends, image, Timing(args.runs, args.warmup))
     rows = build_rows(specs, models, maps, latencies, img_size)
     print(format_markdown(rows, img_size, args.runtime), end="")
     if data.skipped:

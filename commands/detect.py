@@ -102,24 +102,23 @@ def _check_args(args, UserError) -> None:
 
 
 def _detector(model, args, UserError):
-    """The callable that maps images to detections, and the input size to run it at."""
+    """The backend that maps images to detections, and the input size to run it at."""
+    from shipping.backends import TorchBackend, open_file
+
     if args.onnx is None:
         model.load_weights(args.weights)
-        return model.eval(), args.img_size or model.cfg.net.height
-    from darknet.onnx_export import OrtDetector, ort_session
+        return TorchBackend(model.eval(), "eager"), args.img_size or model.cfg.net.height
 
-    session = ort_session(args.onnx)
-    (_, _, height, width), (*_, columns) = session.get_inputs()[0].shape, \
-        session.get_outputs()[0].shape
-    if isinstance(columns, int) and columns != 5 + model.num_classes:
-        raise UserError(f"{args.onnx}: output has {columns} columns per box, {args.cfg} needs "
-                        f"5 + {model.num_classes} classes")
-    static = height if isinstance(height, int) and height == width else None
+    backend = open_file(args.onnx)
+    if backend.columns is not None and backend.columns != 5 + model.num_classes:
+        raise UserError(f"{args.onnx}: output has {backend.columns} columns per box, {args.cfg} "
+                        f"needs 5 + {model.num_classes} classes")
+    static = backend.input_size
     img_size = args.img_size or static or model.cfg.net.height
     if static is not None and img_size != static:
         raise UserError(f"{args.onnx}: its input is fixed at {static}x{static}, got --img-size "
                         f"{img_size} (export with --dynamic to choose)")
-    return OrtDetector(session), img_size
+    return backend, img_size
 
 
 def _names(data: str | None, num_classes: int, UserError) -> tuple[str, ...]:

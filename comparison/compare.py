@@ -1,18 +1,14 @@
 """Dense vs pruned, side by side: accuracy, size, compute and measured CPU latency.
 
-Latency is the median of repeated batch-1 forward passes after warm-up, the models timed in
-turns within one run (so background load hits them alike), each in the same inference form
-(``darknet.deploy``: eager, BN folded, TorchScript or onnxruntime); NMS is timed separately on
-each model's own outputs, because its cost depends on how many boxes survive the score
-threshold, not on the network.
+Latency is measured by ``shipping.timing.measure_latency`` (median of batch-1 forward passes,
+the models timed in turns, NMS apart), every model in the same runtime
+(``shipping.backends``: eager, BN folded, TorchScript or onnxruntime).
 """
 
 from __future__ import annotations
 
 import json
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +19,6 @@ from common.errors import UserError
 from common.io import atomic_write_text
 from darknet import Darknet, parse_cfg
 from darknet.cost import network_cost
-from evaluation import postprocess
 
 
 @dataclass(frozen=True)
@@ -55,13 +50,6 @@ class Row:
     weights_mb: float
 
 
-@dataclass(frozen=True)
-class Timing:
-    runs: int = 30
-    warmup: int = 5
-    nms_conf: float = 0.25  # deployment-style threshold for the NMS timing
-
-
 def load_models(specs: Sequence[ModelSpec]) -> list[Darknet]:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -77,34 +65,6 @@ def load_models(specs: Sequence[ModelSpec]) -> list[Darknet]:
     if len(set(classes.values())) > 1:
         raise UserError(f"models detect different class counts, cannot compare: {classes}")
     return models
-
-
-@torch.inference_mode()
-def measure_latency(models: Sequence[Callable[[torch.Tensor], Sequence[torch.Tensor]]],
-                    image: torch.Tensor, timing: Timing = Timing(),
-                    nms: bool = True) -> list[tuple[float, float]]:
-    """Median (forward ms, NMS ms) per model, timed in turns on the same ``image [1,3,S,S]``.
-
-    ``models`` map images to eval-mode detections, as ``Darknet`` or ``inference_model`` do.
-    ``nms=False`` times the forward alone (NMS ms 0): what pruning changes.
-    """
-    for model in models:
-        for _ in range(timing.warmup):
-            model(image)
-    forward: list[list[float]] = [[] for _ in models]
-    nms: list[list[float]] = [[] for _ in models]
-    for _ in range(timing.runs):
-        for k, model in enumerate(models):
-            t0 = time.perf_counter()
-            out = model(image)
-            t1 = time.perf_counter()
-            if nms:
-                postprocess(out, conf_thresh=timing.nms_conf)
-            t2 = time.perf_counter()
-            forward[k].append((t1 - t0) * 1e3)
-            nms[k].append((t2 - t1) * 1e3)
-    return [(statistics.median(f), statistics.median(n)) for f, n in zip(forward, nms,
-                                                                         strict=True)]
 
 
 def build_rows(specs: Sequence[ModelSpec], models: Sequence[Darknet], maps: Sequence,

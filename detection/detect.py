@@ -1,8 +1,7 @@
 """One image through a detector: letterbox, forward, NMS, boxes back to the image's pixels.
 
-The model is any callable from images ``[B, 3, S, S]`` to a sequence of tensors whose
-concat along dim 1 is ``[B, N, 5 + classes]`` of eval detections: an eval-mode ``Darknet``
-or one of its inference forms (``darknet.deploy.inference_model``, an ``OrtDetector``).
+The model is a backend (``shipping.backends``): images ``[B, 3, S, S]`` to
+``[B, N, 5 + classes]`` eval detections, in PyTorch or in the runtime of an exported file.
 The input is made as ``main.py eval`` makes it (``yolodata.letterbox_image``), and the
 boxes are mapped back with the same ``Letterbox``.
 """
@@ -21,7 +20,7 @@ from yolodata import ImageError, letterbox_image
 from yolodata.labels import IMAGE_ERRORS
 from yolodata.spec import IMAGE_SUFFIXES
 
-Detector = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+Detector = Callable[[torch.Tensor], torch.Tensor]
 
 
 def find_images(source: str | Path) -> list[Path]:
@@ -55,8 +54,8 @@ def detect_image(model: Detector, rgb: Image.Image, img_size: int, conf_thres: f
     One class per box (its best), as a user looking at the picture expects.
     """
     image, lb = letterbox_image(rgb, img_size)
-    outputs = model(image.unsqueeze(0))
-    det = postprocess([o.float().cpu() for o in outputs], conf_thres, iou_thres, max_det,
+    pred = model(image.unsqueeze(0))
+    det = postprocess(pred.float().cpu(), conf_thres, iou_thres, max_det,
                       multi_label=False)[0]
     return torch.cat((lb.to_original(det[:, :4]), det[:, 4:]), 1)
 

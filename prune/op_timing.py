@@ -3,9 +3,9 @@
 Each :class:`~prune.latency.ConvShape` becomes a one-node ONNX graph (a Conv with bias, the BN
 folded as deployed, and its activation as the exporter writes it: LeakyRelu, Relu, Sigmoid,
 x*sigmoid(x), x*tanh(softplus(x))), opened with the project's one session function
-(``darknet.onnx_export.ort_session``: no spin-waiting, the given threads; the output reshaped
-to the [B, N, C] form it expects) and timed on its own:
-one warm-up run, then ``runs`` runs (more for fast ones, up to about 50 ms in all), median.
+(``shipping.backends.ort_session``: no spin-waiting, the given threads; the output reshaped
+to the [B, N, C] form it expects) and timed on its own (``shipping.timing.median_ms``:
+one warm-up run, then at least 5 runs, more for fast ones, up to about 50 ms in all).
 Shapes are measured one after another, each session created, timed and dropped before the
 next, so no other work runs inside a timing. The *overhead* is the same measurement of a
 1-channel 1x1 conv on a 1x1 input: what a session call costs around any op.
@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from shipping.onnx_export import OPSET
+from shipping.timing import median_ms
+
 from .latency import ConvShape, LatencyContext, LatencyTable, Measurer
 
-OPSET = 17
 RUNTIME = "onnxruntime"
-BUDGET_S = 0.05  # time one shape for about this long (at least MIN_RUNS runs)
-MIN_RUNS, MAX_RUNS = 5, 50
 
 
 def _activation(name: str, x: str) -> list[onnx.NodeProto]:
@@ -76,31 +75,16 @@ def conv_model(shape: ConvShape, seed: int = 0) -> bytes:
     return model.SerializeToString()
 
 
-def time_session(session: ort.InferenceSession, feed: dict[str, np.ndarray],
-                 runs: int = MIN_RUNS) -> float:
-    """Median ms of ``session.run`` on ``feed`` after one warm-up run."""
-    start = time.perf_counter()
-    session.run(None, feed)
-    first = time.perf_counter() - start
-    runs = max(runs, min(MAX_RUNS, int(BUDGET_S / max(first, 1e-6))))
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def measure_convs(shapes: Sequence[ConvShape], threads: int) -> list[float]:
     """Median ms of each shape's single-conv model, one shape after another."""
-    from darknet.onnx_export import ort_session
+    from shipping.backends import ort_session
 
     rng = np.random.default_rng(0)
     out = []
     for shape in shapes:
         session = ort_session(conv_model(shape), threads)
         feed = {"x": rng.random((1, shape.c_in, shape.h, shape.w), dtype=np.float32)}
-        out.append(time_session(session, feed))
+        out.append(median_ms(partial(session.run, None, feed)))
         del session
     return out
 
@@ -146,13 +130,13 @@ def model_ms(model, img_size: int, runs: int = 10, warmup: int = 2) -> float:
     ``img_size`` px, NMS excluded."""
     import torch
 
-    from comparison.compare import Timing, measure_latency
-    from darknet.deploy import inference_model
+    from shipping.backends import model_backend
+    from shipping.timing import Timing, measure_latency
 
     image = torch.rand(1, model.cfg.net.channels, img_size, img_size,
                        generator=torch.Generator().manual_seed(0))
-    form = inference_model(model, RUNTIME, image)
-    return measure_latency([form], image, Timing(runs, warmup), nms=False)[0][0]
+    backend = model_backend(model, RUNTIME, image)
+    return measure_latency([backend], image, Timing(runs, warmup), nms=False)[0][0]
 
 
 def ort_context(img_size: int, threads: int | None = None) -> LatencyContext:

@@ -10,10 +10,12 @@ from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, calibrate_hea
 
 import main
 from darknet import Darknet
-from darknet.check import TOLERANCE, ExportError
-from darknet.onnx_export import OPSET, OrtDetector, export_onnx, ort_session, write_onnx
 from prune import PruneSettings, prune_model
 from prune.importance import randomize_gammas
+from shipping.backends import OrtBackend, ort_session
+from shipping.check import TOLERANCE, ExportError
+from shipping.formats import check_onnx, write_onnx
+from shipping.onnx_export import OPSET, export_onnx
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
 TINY_RES2NET = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
@@ -56,16 +58,16 @@ def test_onnxruntime_gives_the_pytorch_output(name, batch, dynamic):
     model = model_for(name)
     size = size_of(model)
     session = ort_session(export_onnx(model, torch.zeros(1, 3, size, size), dynamic))
-    run = OrtDetector(session)
+    run = OrtBackend(session)
     x = images(batch, size, seed=2)
-    got, want = run(x)[0], detections(model, x)
+    got, want = run(x), detections(model, x)
     assert got.shape == want.shape == (batch, want.shape[1], 5 + model.num_classes)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     other = images(batch, size, seed=3)
-    assert not torch.allclose(run(other)[0], got, atol=1e-2)  # the output follows the input
+    assert not torch.allclose(run(other), got, atol=1e-2)  # the output follows the input
     if dynamic:  # height and width too: the decode grid follows the input's shape
         wide = torch.rand(2, 3, size - 32, size + 32)
-        torch.testing.assert_close(run(wide)[0], detections(model, wide), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(run(wide), detections(model, wide), rtol=1e-4, atol=1e-4)
 
 
 def test_static_graph_refuses_another_batch():
@@ -73,7 +75,7 @@ def test_static_graph_refuses_another_batch():
     session = ort_session(export_onnx(model, torch.zeros(1, 3, 64, 64)))
     assert session.get_inputs()[0].shape == [1, 3, 64, 64]
     with pytest.raises(Exception, match="(?i)dimension|shape"):
-        OrtDetector(session)(images(2, 64))
+        OrtBackend(session)(images(2, 64))
 
 
 @pytest.mark.slow
@@ -110,7 +112,7 @@ def test_export_writes_a_checked_onnx_file(demo_weights, tmp_path, capsys):
     model = Darknet(DEMO)
     model.load_weights(demo_weights)
     x = images(3, 128, seed=4)
-    torch.testing.assert_close(OrtDetector(session)(x)[0], detections(model.eval(), x),
+    torch.testing.assert_close(OrtBackend(session)(x), detections(model.eval(), x),
                                rtol=1e-4, atol=1e-4)
     with pytest.raises(SystemExit):
         main.main(["export", "--help"])
@@ -119,7 +121,7 @@ def test_export_writes_a_checked_onnx_file(demo_weights, tmp_path, capsys):
 
 @pytest.mark.e2e
 def test_export_refuses_a_graph_that_disagrees(demo_weights, tmp_path, capsys, monkeypatch):
-    import darknet.onnx_export as onnx_export
+    import shipping.onnx_export as onnx_export
 
     forward = onnx_export._Detections.forward
     monkeypatch.setattr(onnx_export._Detections, "forward",
@@ -138,10 +140,8 @@ def test_check_names_the_tolerance():
     session = ort_session(export_onnx(model, torch.zeros(1, 3, 64, 64)))
     with torch.no_grad():
         model.layers[0].bn.bias.add_(1e-2)  # the file no longer matches the model
-    from darknet.onnx_export import check_onnx
-
     with pytest.raises(ExportError, match=f"more than {TOLERANCE:g}"):
-        check_onnx(session, model, images(1, 64))
+        check_onnx(OrtBackend(session), model, images(1, 64))
 
 
 @pytest.mark.e2e

@@ -16,17 +16,17 @@ from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate_heads,
 
 import main
 from darknet import CfgError, Darknet, parse_cfg, parse_cfg_text
-from darknet.lower import (
+from darknet.sections import SECTION_TYPES, NetSection
+from darknet.weights import WeightsHeader
+from prune import PruneSettings, prune_model
+from prune.importance import randomize_gammas
+from shipping.lower import (
     DARKNET_SECTIONS,
     LOWERINGS,
     LoweringError,
     lower_cfg,
     write_lowered,
 )
-from darknet.sections import SECTION_TYPES, NetSection
-from darknet.weights import WeightsHeader
-from prune import PruneSettings, prune_model
-from prune.importance import randomize_gammas
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
 TINY_RES2NET = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
@@ -163,7 +163,7 @@ def test_every_section_type_has_a_plain_darknet_form():
 
 
 def test_a_section_without_a_plain_form_is_named(monkeypatch):
-    import darknet.lower as lower
+    import shipping.lower as lower
 
     monkeypatch.setattr(lower, "DARKNET_SECTIONS", DARKNET_SECTIONS - {SECTION_TYPES["maxpool"]})
     cfg = next(p for p in TINY_CFGS if p.name == "tiny-darknet.cfg")

@@ -18,9 +18,9 @@ from onnx.numpy_helper import to_array
 
 import main
 from darknet.layers import make_activation
-from darknet.onnx_export import ort_session
 from prune.latency import ConvShape, LatencyTable, cache_file
 from prune.op_timing import conv_model, fingerprint, measure_convs, ort_measurer
+from shipping.backends import ort_session
 
 TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
 

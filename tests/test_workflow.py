@@ -338,9 +338,9 @@ def test_pipeline_killed_in_its_first_stage_continues_the_dense_run(tiny_data, t
 def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(tiny_data, tmp_path,
                                                                       monkeypatch, capsys):
     import common.io
-    import comparison.compare
     import engine.writer
     import main
+    import shipping.timing
 
     out = tmp_path / "pipe"
     argv = tiny_pipeline_argv(out, tiny_data)
@@ -362,7 +362,7 @@ def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(tiny_data, 
     for module, name, fault, stages in [
             (engine.writer, "save_checkpoint", no_sparse_checkpoint, ["dense"]),
             (common.io, "atomic_write_text", no_prune_entry, ["dense", "sparse"]),
-            (comparison.compare, "measure_latency", interrupted,  # compare, after its mAPs
+            (shipping.timing, "measure_latency", interrupted,  # compare, after its mAPs
              ["dense", "sparse", "prune", "finetune"])]:
         with monkeypatch.context() as m:
             m.setattr(module, name, fault)

@@ -33,14 +33,12 @@ from pathlib import Path
 import torch
 
 from common.io import atomic_write_bytes, atomic_write_text
-
-from .blocks import ACTIVATION, KERNEL, multiscale_branch
-from .cfg import Cfg, format_cfg
-from .check import OutputCheck, check_images, compare_outputs, float64_copy
-from .edit import Rewriter, rewrite
-from .errors import CfgError
-from .model import Darknet
-from .sections import (
+from darknet.blocks import ACTIVATION, KERNEL, multiscale_branch
+from darknet.cfg import Cfg, format_cfg
+from darknet.edit import Rewriter, rewrite
+from darknet.errors import CfgError
+from darknet.model import Darknet
+from darknet.sections import (
     ConvSection,
     MaxpoolSection,
     MultiScaleSection,
@@ -52,8 +50,10 @@ from .sections import (
     UpsampleSection,
     YoloSection,
 )
-from .shapes import INPUT, infer_shapes
-from .weights import storage_tensors
+from darknet.shapes import INPUT, infer_shapes
+from darknet.weights import storage_tensors
+
+from .check import OutputCheck, check_images, compare_outputs, float64_copy
 
 # Sections Darknet itself reads: they pass through unchanged.
 DARKNET_SECTIONS = frozenset({ConvSection, ShortcutSection, RouteSection, UpsampleSection,
@@ -210,7 +210,7 @@ def lowered_model(model: Darknet) -> Darknet:
 
 def check_lowered(model: Darknet, lowered: Darknet, img_size: int | None = None) -> OutputCheck:
     """Raw head outputs of both on seeded random images, in float64; ExportError on a
-    difference above ``darknet.check.TOLERANCE`` of the output scale."""
+    difference above ``shipping.check.TOLERANCE`` of the output scale."""
     images = check_images(model, img_size or model.cfg.net.height).double()
 
     def logits(m: Darknet):

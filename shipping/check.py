@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-
-from .model import Darknet
+from darknet.model import Darknet
 
 TOLERANCE = 1e-4
 
