@@ -17,7 +17,7 @@ example:
 
 
 # shipping.backends.RUNTIMES, spelled here so that --help imports no torch (a test checks).
-RUNTIMES = ("eager", "folded", "torchscript", "onnxruntime")
+RUNTIMES = ("eager", "folded", "torchscript", "onnxruntime", "openvino")
 
 
 def add_arguments(p) -> None:
@@ -34,9 +34,11 @@ def add_arguments(p) -> None:
     p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
                    help="the form timed: eager (the training model), folded (BN folded into "
                         "the convs), torchscript (folded, traced and frozen: no Python in the "
-                        "forward) or onnxruntime (folded, exported to ONNX and run in "
+                        "forward), onnxruntime (folded, exported to ONNX and run in "
                         "onnxruntime with torch's thread count and spin-waiting off, where a "
-                        "CPU user deploys it; default)")
+                        "CPU user deploys it; default) or openvino (the same ONNX graph in "
+                        "OpenVINO, INFERENCE_NUM_THREADS = torch's threads; needs "
+                        "requirements-openvino.txt)")
     p.add_argument("--workers", type=int, default=None,
                    help="data loader processes (default: 0; models run on the CPU)")
     p.add_argument("--out", default=None, help="directory for compare.md/.json/.png")

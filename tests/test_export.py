@@ -14,7 +14,7 @@ from prune import PruneSettings, prune_model
 from prune.importance import randomize_gammas
 from shipping.backends import OrtBackend, ort_session
 from shipping.check import TOLERANCE, ExportError
-from shipping.formats import check_onnx, write_onnx
+from shipping.formats import check_backend, write_onnx
 from shipping.onnx_export import OPSET, export_onnx
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
@@ -70,12 +70,16 @@ def test_onnxruntime_gives_the_pytorch_output(name, batch, dynamic):
         torch.testing.assert_close(run(wide), detections(model, wide), rtol=1e-4, atol=1e-4)
 
 
-def test_static_graph_refuses_another_batch():
+def test_static_graph_refuses_another_batch_the_backend_slices_it():
     model = model_for("tiny-res2net")
     session = ort_session(export_onnx(model, torch.zeros(1, 3, 64, 64)))
     assert session.get_inputs()[0].shape == [1, 3, 64, 64]
+    x = images(2, 64)
     with pytest.raises(Exception, match="(?i)dimension|shape"):
-        OrtBackend(session)(images(2, 64))
+        session.run(None, {"images": x.numpy()})
+    # the backend runs a larger batch in slices of the file's fixed one
+    torch.testing.assert_close(OrtBackend(session)(x), detections(model, x),
+                               rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -141,13 +145,13 @@ def test_check_names_the_tolerance():
     with torch.no_grad():
         model.layers[0].bn.bias.add_(1e-2)  # the file no longer matches the model
     with pytest.raises(ExportError, match=f"more than {TOLERANCE:g}"):
-        check_onnx(OrtBackend(session), model, images(1, 64))
+        check_backend(OrtBackend(session), model, images(1, 64))
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("args,message", [
     (["--img-size", "100"], "--img-size must be a positive multiple of 32, got 100"),
-    (["--format", "darknet", "--dynamic"], "--dynamic and --img-size apply to --format onnx"),
+    (["--format", "darknet", "--dynamic"], "--dynamic, --img-size and --int8 apply to --format"),
     (["--weights-of-tiny"], "expects"),
 ])
 def test_export_bad_input_is_one_line_and_no_file(args, message, demo_weights, tmp_path, capsys):

@@ -155,7 +155,7 @@ def test_out_under_a_regular_file_fails_in_one_line_before_any_work(tmp_path, de
     monkeypatch.setattr("prune.prune_model", never("pruning"))
     monkeypatch.setattr("engine.trainer.Trainer.fit", never("training"))
     monkeypatch.setattr("engine.evaluator.evaluate", never("evaluation"))
-    monkeypatch.setattr("shipping.formats.write_onnx", never("exporting"))
+    monkeypatch.setattr("shipping.formats.export_onnx", never("exporting"))
     monkeypatch.setattr("detection.detect_image", never("detection"))
     weights = tmp_path / "demo.weights"
     Darknet(DEMO_CFG).save_weights(weights)

@@ -1,0 +1,140 @@
+"""INT8 export: the quantized graph computes what the FP32 one does within a quantization
+tolerance, its decode is float, and `export --int8` writes only a file whose measured mAP
+stays within --max-map-drop of FP32."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+from conftest import ROOT, calibrate_heads, images
+
+import main
+from darknet import Darknet
+from shipping.backends import OrtBackend, TorchBackend, open_file, ort_session
+from shipping.onnx_export import export_onnx
+from shipping.quantize import QDQ_OPS, decode_nodes, head_convs, quantize_onnx
+
+DEMO = ROOT / "cfgs" / "demo.cfg"
+TINY_RES2NET = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    """A calibrated tiny Res2Net model, its FP32 graph and that graph in INT8, calibrated on
+    16 random images (the test images below come from the same distribution)."""
+    model = calibrate_heads(Darknet(TINY_RES2NET), 64, seed=1)
+    fp32 = export_onnx(model, torch.zeros(1, 3, 64, 64), dynamic=True)
+    return model, fp32, quantize_onnx(fp32, list(images(16, 64, seed=0).split(1)))
+
+
+def test_int8_outputs_agree_with_fp32_within_a_quantization_tolerance(quantized):
+    _, fp32, int8 = quantized
+    x = images(4, 64, seed=9)
+    want, got = OrtBackend(ort_session(fp32))(x), OrtBackend(ort_session(int8))(x)
+    assert got.shape == want.shape
+    assert not torch.equal(got, want)  # it is a different graph
+    # Mean error per output column, against that column's spread: ~0.005 for box centres,
+    # ~0.04 for sizes, ~0.11 for probabilities here; a calibration on the wrong range of
+    # inputs (images 10x darker) gives 0.2-0.97.
+    spread = want.flatten(0, 1).std(0)
+    error = (got - want).abs().flatten(0, 1).mean(0) / spread
+    assert error[:2].max() < 0.02 and error[2:4].max() < 0.1 and error[4:].max() < 0.2, error
+
+
+def test_the_convs_are_int8_and_the_decode_float(quantized):
+    model, _, int8 = quantized
+    graph = onnx.load_from_string(int8)
+    heads = head_convs(graph)
+    assert len(heads) == len(model.yolo_layers)  # one last conv per [yolo] head
+    produced_by = {out: n.op_type for n in graph.graph.node for out in n.output}
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    quantized_convs = [n for n in convs if produced_by.get(n.input[1]) == "DequantizeLinear"]
+    assert len(quantized_convs) == len(convs) - len(heads)  # every other conv's weights
+    decode = decode_nodes(graph)
+    assert decode and not [n.op_type for n in decode if n.op_type in QDQ_OPS]
+    for node in graph.graph.node:
+        if node.name in heads:  # float weights, float output
+            assert produced_by.get(node.input[1]) != "DequantizeLinear"
+
+
+# ---------------------------------------------------------------- the command
+
+@pytest.fixture(scope="module")
+def own_labels(tmp_path_factory):
+    """A demo model and a small data set whose val labels are that model's own detections:
+    the FP32 graph scores near 1, so any box INT8 moves shows as a drop in mAP@.5:.95."""
+    from detection import detect_image, open_image
+    from yolodata import ensure_demo_dataset, load_spec
+    from yolodata.labels import label_path
+
+    root = tmp_path_factory.mktemp("int8")
+    data = ensure_demo_dataset(root=root / "data", n_train=16, n_val=6, img_size=64, seed=3)
+    model = calibrate_heads(Darknet(DEMO), 64, seed=1)
+    model.save_weights(root / "demo.weights")
+    detector = TorchBackend(model, "eager")
+    for path in load_spec(data).val:
+        rgb = open_image(path)
+        det = detect_image(detector, rgb, 64, 0.3, 0.45)
+        scale = torch.tensor([rgb.width, rgb.height] * 2)
+        boxes = (det[:, :4].clamp(min=0) / scale).clamp(max=1)
+        rows = [f"{int(c)} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
+                for (x1, y1, x2, y2), c in zip(boxes.tolist(), det[:, 5].tolist(), strict=True)
+                if x2 - x1 > 1e-3 and y2 - y1 > 1e-3]  # boxes left inside the picture
+        label_path(path).write_text("\n".join(rows) + "\n")
+    return data, root / "demo.weights"
+
+
+def export_int8(own_labels, out, *args):
+    data, weights = own_labels
+    return main.main(["export", "--cfg", str(DEMO), "--weights", str(weights), "--img-size",
+                      "64", "--int8", "--data", str(data), "--calib-images", "8", "--out",
+                      str(out), *args])
+
+
+@pytest.mark.e2e
+def test_max_map_drop_0_refuses_in_one_line_and_writes_nothing(own_labels, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert export_int8(own_labels, out, "--max-map-drop", "0") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: INT8 mAP@.5:.95 ") and err.count("\n") == 1
+    assert "more than the allowed 0; no file written" in err
+    assert not any(out.iterdir())
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_export_int8_prints_both_maps_and_writes_the_file_it_measured(own_labels, tmp_path,
+                                                                      capsys, fmt):
+    from shipping.accuracy import backend_map
+    from yolodata import YoloDataset, collate, load_spec
+
+    out = tmp_path / "out"
+    out.mkdir()
+    assert export_int8(own_labels, out, "--format", fmt, "--max-map-drop", "1", "--json") == 0
+    report = json.loads(capsys.readouterr().out)["int8"]
+    assert report["runtime"] == ("onnxruntime" if fmt == "onnx" else "openvino")
+    assert report["fp32_map"] > 0.5 and report["map"] < report["fp32_map"]
+    spec = load_spec(own_labels[0])
+    val = YoloDataset(spec.val, spec.num_classes, 64)
+    batches = [collate([val[i] for i in range(len(val))])]
+    shipped = open_file(out / ("demo.onnx" if fmt == "onnx" else "demo.xml"))
+    assert backend_map(shipped, batches, spec.names).map == pytest.approx(report["map"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("args,message", [
+    (["--calib-images", "17"], "calibration needs 17 training images, the data set has 16"),
+    (["--max-map-drop", "-0.1"], "--max-map-drop must be >= 0, got -0.1"),
+    (["--format", "darknet"], "--int8 apply to --format onnx and openvino"),
+])
+def test_int8_bad_input_is_one_line_and_no_file(own_labels, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert export_int8(own_labels, out, *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not any(out.iterdir())
