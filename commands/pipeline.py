@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from commands.train import add_wait_argument, out_locked
+from common.lock import LOCK_NAME
 from prune.settings import PruneSettings
 from prune.settings import add_arguments as add_prune_settings
 
@@ -27,7 +29,8 @@ would type (each is printed before it runs), each stage in its own folder under 
 Interrupted at any moment (ctrl-C, kill -9), the same command continues: --out's
 pipeline.json (written before the first stage) lists the finished stages, which are skipped;
 a training stage continues from its last completed epoch; prune and compare start over. The
-manifest also keeps the settings, and a run with different ones is refused.
+manifest also keeps the settings, and a run with different ones is refused. A second
+pipeline on the same --out while one runs is refused, naming its pid (--wait: wait for it).
 
 With no arguments: the demo cfg on the built-in demo dataset, about 50 minutes on 2 CPU
 cores. Its prune stage is the demo's default, chosen on the demo: remove 2 blocks, then
@@ -80,6 +83,7 @@ def add_arguments(p) -> None:
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=None,
                    help="data loader processes (default: each command's own: 0 on CPU)")
+    add_wait_argument(p)
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,8 @@ def _load_manifest(p: Paths, settings: dict) -> dict:
                             f"{manifest['settings'].get(first)!r} there, {settings[first]!r} "
                             "now); choose another --out")
         return manifest
-    if p.root.exists() and any(not _is_manifest_temp(e) for e in p.root.iterdir()):
+    if p.root.exists() and any(not _is_manifest_temp(e) and e.name != LOCK_NAME
+                               for e in p.root.iterdir()):
         raise UserError(f"{p.root} is not empty and holds no pipeline.json; choose another "
                         "--out")
     return {"settings": settings, "stages": {}}
@@ -262,10 +267,15 @@ def run(args) -> int:
     stage starts over in its folder. The manifest is written before the first stage and
     after each one, so an interruption at any moment leaves a folder the same command
     continues."""
+    check_prune_settings(args)  # refuse bad prune settings here, not 20 minutes later
+    with out_locked(args.out, args):
+        return _run_stages(args)
+
+
+def _run_stages(args) -> int:
     from commands import build_parser
     from common.io import atomic_write_text, ensure_writable_dir
 
-    check_prune_settings(args)  # refuse bad prune settings here, not 20 minutes later
     p = Paths(Path(args.out))
     manifest = _load_manifest(p, manifest_settings(args))
     ensure_writable_dir(p.root)

@@ -1,5 +1,6 @@
 """`main.py prune`: remove the least important coupled channels, write a slim cfg + weights."""
 
+from commands.train import add_wait_argument, out_locked
 from prune.settings import add_arguments as add_settings
 from prune.settings import ranking_flags
 
@@ -68,6 +69,7 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--img-size", type=int, default=None,
                    help="input size for the GFLOPs count (default: the cfg's [net] height)")
+    add_wait_argument(p)
 
 
 def settings_of(args):
@@ -173,6 +175,12 @@ def summary(report) -> str:
 
 
 def run(args) -> int:
+    settings_of(args)  # a bad flag is refused before --out is created
+    with out_locked(args.out, args):
+        return _prune(args)
+
+
+def _prune(args) -> int:
     from commands import check_img_size
     from common.io import ensure_writable_dir
     from darknet import Darknet, parse_cfg

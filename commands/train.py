@@ -38,6 +38,10 @@ what a run started with the new values would have there (warm-up, then cosine fr
 rises again). --device, --workers and --no-progress may change too; any other flag that
 differs from the run's is refused by name, and so is another command (train on a sparse run).
 
+One run per folder: a run holds a lock on --out (.lock, with its pid) until it ends; a
+second command on the same --out refuses, naming that pid, or waits with --wait. A killed
+run's lock goes with its process.
+
 Several processes: torchrun --nproc_per_node=N main.py train ... runs DistributedDataParallel
 (NCCL on GPUs with SyncBatchNorm, gloo on CPU); --batch-size is the total over processes.
 
@@ -53,7 +57,7 @@ DEFAULT_OUT = "runs/train"
 # Values chosen on the demo (see the README's training section); None = the engine default.
 DEFAULTS = dict(epochs=12, img_size=128, batch_size=8, optimizer="adamw", lr=0.006)
 # Flags that say how a run is carried out, not what it computes: free on --resume.
-HOW = ("device", "workers", "no_progress")
+HOW = ("device", "workers", "no_progress", "wait")
 # Flags a resumed run honours (engine.optim: how the schedule continues).
 HONOURED = {"lr": "lr0", "epochs": "epochs"}
 NOT_RECORDED = ("command", "given", "resume", "out")
@@ -99,6 +103,24 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                    help="data loader processes per training process (default: 0 on CPU, "
                         "where the cores do better computing; up to 8 with CUDA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_wait_argument(p)
+
+
+def add_wait_argument(p: argparse.ArgumentParser) -> None:
+    """``--wait``: every command that locks its --out (common.lock) has it."""
+    p.add_argument("--wait", action="store_true",
+                   help="when another run holds --out, wait for it to finish instead of "
+                        "refusing")
+
+
+def out_locked(folder: str | Path, args: argparse.Namespace):
+    """Hold ``folder``'s lock (common.lock) for a ``with`` block; --wait says so on stderr."""
+    import sys
+
+    from common.lock import locked
+
+    return locked(folder, getattr(args, "wait", False),
+                  on_wait=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +136,19 @@ def train(args: argparse.Namespace, build_hooks: HookFactory | None = None,
     ``--out`` continued. ``build_hooks(args)`` makes the command's hooks (engine.hooks) from
     the run's effective flags: on resume, those recorded in the checkpoint.
     """
+    import contextlib
+
+    if args.resume and args.out is None:
+        args = argparse.Namespace(**{**vars(args), "out": str(_resume_dir(None, default_out))})
+    # a numbered folder (no --out) is locked as it is chosen (engine.writer.new_run_dir);
+    # a missing folder to resume is not created
+    lock = not (args.out is None or args.resume and not Path(args.out).is_dir())
+    with out_locked(args.out, args) if lock else contextlib.nullcontext():
+        return _train(args, build_hooks, default_out)
+
+
+def _train(args: argparse.Namespace, build_hooks: HookFactory | None,
+           default_out: str) -> int:
     from engine.run import RunSpec, run_training
 
     if args.resume:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import lock
 from common.errors import UserError
 from darknet import Darknet, parse_cfg_text
 from engine.checkpoint import load_checkpoint, seed_everything
@@ -132,6 +133,15 @@ def _run(spec: RunSpec, dist: DistInfo, workers: int) -> RunResult:
     cfg = parse_cfg_text(cfg_text, spec.cfg)
     cfg.require_heads(f"main.py {spec.command}")
     out = spec.out_dir if spec.resuming else _fresh_out_dir(spec, dist)
+    try:
+        return _train(spec, dist, workers, cfg, cfg_text, out)
+    finally:
+        if spec.numbered and not spec.resuming:
+            lock.release(out)  # taken by new_run_dir
+
+
+def _train(spec: RunSpec, dist: DistInfo, workers: int, cfg, cfg_text: str,
+           out: Path) -> RunResult:
     seed_everything(spec.config.seed)  # the random init is part of the run
     model = Darknet(cfg)
     if not spec.resuming:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import charts
+from common import lock
 from common.errors import UserError
 from common.io import atomic_write_text, ensure_writable_dir
 from darknet import Darknet, WeightsHeader, write_cfg
@@ -53,11 +54,12 @@ def holds_run(out_dir: Path) -> bool:
 
 def new_run_dir(path: Path, numbered: bool = False) -> Path:
     """The folder a fresh run writes into, created. ``numbered``: the first of ``path``,
-    ``path2``, ``path3``, ... that is missing or empty; else ``path`` itself, refused when it
-    holds a run."""
+    ``path2``, ``path3``, ... that is missing or empty and whose lock (``common.lock``) this
+    process takes, so two runs started together get two folders (the caller releases it);
+    else ``path`` itself, refused when it holds a run."""
     if numbered:
         base, n = path, 1
-        while path.exists() and any(path.iterdir()):
+        while (path.exists() and any(path.iterdir())) or not _claim(path):
             n += 1
             path = base.with_name(f"{base.name}{n}")
     elif holds_run(path):
@@ -69,6 +71,17 @@ def new_run_dir(path: Path, numbered: bool = False) -> Path:
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} exists and is not a directory")
     return ensure_writable_dir(path)
+
+
+def _claim(path: Path) -> bool:
+    try:
+        lock.acquire(path)
+    except lock.FolderBusy:
+        return False
+    if [p for p in path.iterdir() if p.name != lock.LOCK_NAME]:  # filled before we locked
+        lock.release(path)
+        return False
+    return True
 
 
 def result_columns(history: Sequence[dict[str, Any]]) -> list[str]:

@@ -252,7 +252,7 @@ def test_resume_refuses_another_command_and_changed_flags_and_replays_the_rest(
         (["sparse", "--resume", "--out", str(tuned)], "holds a `main.py finetune` run"),
         (["sparse", "--resume", "--out", str(sparse), "--batch-size", "2"],
          "--batch-size is 2 here and 4 in that run; on resume only --device, --workers, "
-         "--no-progress, --lr, --epochs may change"),
+         "--no-progress, --wait, --lr, --epochs may change"),
         (["sparse", "--resume", "--out", str(sparse), "--s", "0.01"],
          "--s is 0.01 here and 0.02 in that run")]:
         assert main.main(argv) == 2, argv

@@ -1,0 +1,118 @@
+"""Faults made on purpose (issue 21): two runs on one folder, poisoned caches, odd images and
+file names, budgets above the model, a diverged run resumed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+
+import main
+from common import lock
+
+TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
+HOLD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from common import lock
+lock.acquire(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def run(argv, capsys):
+    code = main.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def hold_in_other_process(folder, seconds=300.0) -> subprocess.Popen:
+    """A process that holds ``folder``'s lock for ``seconds`` (as a running command would)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD.format(root=str(ROOT)), str(folder),
+                             str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+PRUNE = ["prune", "--cfg", TINY, "--random-gammas", "0", "--ratio", "0.3"]
+
+
+@pytest.mark.e2e
+def test_second_run_on_one_out_refuses_until_the_first_is_gone(tmp_path, capsys):
+    out = tmp_path / "out"
+    holder = hold_in_other_process(out)
+    try:
+        for argv in (PRUNE, ["train", "--cfg", TINY], ["pipeline", "--cfg", TINY]):
+            code, _, err = run([*argv, "--out", out], capsys)
+            assert code == 2
+            assert err.count("\n") == 1 and f"pid {holder.pid}" in err, err
+        assert not (out / "pruned.cfg").exists() and not (out / "pipeline.json").exists()
+    finally:
+        holder.kill()  # kill -9: the kernel drops the lock, the lock file stays
+        holder.wait()
+    assert (out / lock.LOCK_NAME).exists()  # left by the killed holder
+    code, _, err = run([*PRUNE, "--out", out], capsys)
+    assert code == 0, err
+    assert (out / "pruned.cfg").exists()
+
+
+@pytest.mark.e2e
+def test_wait_runs_once_the_holder_ends(tmp_path, capsys):
+    out = tmp_path / "out"
+    holder = hold_in_other_process(out, seconds=1.0)
+    code, _, err = run([*PRUNE, "--out", out, "--wait"], capsys)
+    holder.wait()
+    assert code == 0, err
+    assert f"waiting for pid {holder.pid}" in err
+    assert (out / "pruned.cfg").exists()
+
+
+def test_lock_is_reentrant_in_one_process_and_released(tmp_path):
+    folder = tmp_path / "x"
+    with lock.locked(folder):
+        with lock.locked(folder):  # pipeline -> its stages, in-process
+            assert lock.holds(folder)
+        assert lock.holds(folder)
+        assert lock.holder_pid(folder) == os.getpid()
+    assert not lock.holds(folder)
+    holder = hold_in_other_process(folder, seconds=0.0)  # takes it: we let it go
+    holder.wait()
+
+
+def test_numbered_run_skips_a_folder_another_run_holds(tmp_path):
+    from engine.writer import new_run_dir
+
+    base = tmp_path / "train"
+    holder = hold_in_other_process(base)  # a run chose runs/train, has written nothing yet
+    try:
+        chosen = new_run_dir(base, numbered=True)
+        assert chosen == tmp_path / "train2" and lock.holds(chosen)
+    finally:
+        holder.kill()
+        holder.wait()
+    lock.release(chosen)
+
+
+def test_stale_temp_of_a_dead_writer_removed_at_once_under_the_lock(tmp_path):
+    from common.io import atomic_write_text
+
+    target = tmp_path / "x" / "f.txt"
+    target.parent.mkdir()
+    stale = target.parent / ".f.txt.0123abcd.tmp"  # a writer killed a second ago
+    stale.write_text("half")
+    atomic_write_text(target, "a")
+    assert stale.exists()  # without the lock: too young to be sure
+    with lock.locked(target.parent):
+        atomic_write_text(target, "b")
+    assert not stale.exists()
+
+
+def test_lock_file_goes_with_a_normal_end(tmp_path):
+    with lock.locked(tmp_path / "x"):
+        assert (tmp_path / "x" / lock.LOCK_NAME).exists()
+    assert not (tmp_path / "x").exists()  # made by the lock, empty: removed
