@@ -116,3 +116,33 @@ def test_lock_file_goes_with_a_normal_end(tmp_path):
     with lock.locked(tmp_path / "x"):
         assert (tmp_path / "x" / lock.LOCK_NAME).exists()
     assert not (tmp_path / "x").exists()  # made by the lock, empty: removed
+
+
+@pytest.fixture(scope="module")
+def data_yaml(tmp_path_factory):
+    from yolodata import ensure_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    return ensure_demo_dataset(root=root, n_train=8, n_val=4, img_size=64, seed=1)
+
+
+@pytest.mark.e2e
+def test_diverged_run_resumed_with_a_lower_lr_trains_on(data_yaml, tmp_path, capsys):
+    """--lr 1e9 explodes the weights in one step with a finite loss; the NaN only shows at
+    the next step, so that epoch must not become the checkpoint the advice resumes from."""
+    from engine.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    base = ["train", "--cfg", ROOT / "cfgs" / "demo.cfg", "--data", data_yaml, "--img-size",
+            "64", "--batch-size", "8", "--workers", "0", "--no-progress", "--out", out]
+    assert run([*base, "--epochs", "1"], capsys)[0] == 0
+    code, _, err = run(["train", "--resume", "--out", out, "--epochs", "3", "--lr", "1e9",
+                        "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "after epoch 2" in err and f"{out / 'last.pt'} (epoch 1) is intact" in err, err
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    code, out_text, err = run(["train", "--resume", "--out", out, "--epochs", "2", "--lr",
+                               "0.001", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "done: 1 epoch(s)" in out_text
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
