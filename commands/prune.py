@@ -204,6 +204,8 @@ def _prune(args) -> int:
         from prune.op_timing import ort_context
 
         latency = ort_context(args.img_size or model.cfg.net.height)
+        for note in latency.table.notes:
+            print(note)
     slim, report = prune_model(model, settings, img_size=args.img_size, latency=latency)
     files = write_pruned(slim, report, args.out, inputs)
     print(table(report))
