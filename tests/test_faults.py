@@ -146,3 +146,24 @@ def test_diverged_run_resumed_with_a_lower_lr_trains_on(data_yaml, tmp_path, cap
     assert code == 0, err
     assert "done: 1 epoch(s)" in out_text
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+@pytest.mark.e2e
+def test_a_budget_at_or_above_the_dense_model_is_refused_naming_both(tmp_path, capsys):
+    from darknet import Darknet
+    from darknet.cost import network_cost
+
+    dense = network_cost(Darknet(TINY).cfg, 64, 64).gflops
+    prune = ["prune", "--cfg", TINY, "--random-gammas", "0", "--out", tmp_path / "p"]
+    for budget, words in [("1.5x", "--target-gflops 1.5x is not below the dense model's "
+                                   "figure (1x)"),
+                          ("1x", "--target-gflops 1x is not below"),
+                          (f"{dense * 2:g}", f"is not below the dense model's {dense:.4g} "
+                                             "GFLOPs")]:
+        code, _, err = run([*prune, "--target-gflops", budget], capsys)
+        assert code == 2 and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "p").exists()
+    code, out, err = run(["pipeline", "--cfg", TINY, "--target-gflops", "1.5x", "--layers", "0",
+                          "--out", tmp_path / "pipe"], capsys)
+    assert code == 2 and "is not below the dense model's figure (1x)" in err
+    assert "[dense]" not in out
