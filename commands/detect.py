@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from common.errors import UserError
     from common.io import atomic_write_text, ensure_writable_dir
+    from common.paths import printable, shown
     from darknet import Darknet
     from detection import (
         detect_image,
@@ -73,20 +74,20 @@ def run(args: argparse.Namespace) -> int:
         try:
             rgb = open_image(path)
         except ImageError as e:
-            print(f"error: {e}", file=sys.stderr)
-            errors.append({"path": str(path), "error": e.reason})
+            print(f"error: {printable(str(e))}", file=sys.stderr)
+            errors.append({"path": shown(path), "error": e.reason})
             continue
         det = detect_image(detector, rgb, img_size, args.conf_thres, args.iou_thres)
         save_picture(draw_detections(rgb, det, names), out / path.name)
-        results.append({"path": str(path), "width": rgb.width, "height": rgb.height,
+        results.append({"path": shown(path), "width": rgb.width, "height": rgb.height,
                         "detections": detections_as_json(det, names)})
-        print(f"{path}: {len(det)} detection{'s' * (len(det) != 1)}")
+        print(f"{shown(path)}: {len(det)} detection{'s' * (len(det) != 1)}")
     atomic_write_text(out / "detections.json", json.dumps({
         "cfg": args.cfg, "weights": args.weights, "onnx": args.onnx, "img_size": img_size,
         "conf_thres": args.conf_thres, "iou_thres": args.iou_thres, "images": results,
         "errors": errors}, indent=1) + "\n")
     print(f"wrote {len(results)} picture{'s' * (len(results) != 1)} and "
-          f"{out / 'detections.json'}")
+          f"{shown(out / 'detections.json')}")
     return 2 if errors else 0
 
 

@@ -167,3 +167,34 @@ def test_a_budget_at_or_above_the_dense_model_is_refused_naming_both(tmp_path, c
                           "--out", tmp_path / "pipe"], capsys)
     assert code == 2 and "is not below the dense model's figure (1x)" in err
     assert "[dense]" not in out
+
+
+@pytest.mark.e2e
+def test_a_file_name_that_is_not_utf8_is_processed(tmp_path):
+    """``caf\\xe9.png`` (Latin-1, from a Windows archive) beside an unreadable ``bad\\xe9.jpg``,
+    detect run as a user would, on a terminal whose encoding errors are strict."""
+    from PIL import Image
+
+    from darknet import Darknet
+
+    source = tmp_path / "in"
+    source.mkdir()
+    name = os.fsdecode(b"caf\xe9.png")
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(source / name)
+    (source / os.fsdecode(b"bad\xe9.jpg")).write_bytes(b"not a picture")
+    weights = tmp_path / "demo.weights"
+    Darknet(ROOT / "cfgs" / "demo.cfg").save_weights(weights)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "detect", "--cfg", str(ROOT / "cfgs" / "demo.cfg"),
+         "--weights", str(weights), "--source", str(source), "--out", str(out),
+         "--img-size", "64"], capture_output=True, env=env)
+    stdout, stderr = proc.stdout.decode(), proc.stderr.decode()  # valid UTF-8, both
+    assert proc.returncode == 2, stderr  # the unreadable one: named, the others processed
+    assert "Traceback" not in stderr and stderr.count("\n") == 1
+    assert "bad\\xe9.jpg: cannot read image" in stderr
+    assert "caf\\xe9.png: " in stdout
+    assert (out / name).is_file()  # the picture under the real name
+    report = (out / "detections.json").read_text(encoding="utf-8")
+    assert '"path": ' in report and "caf\\\\xe9.png" in report
