@@ -14,7 +14,12 @@ probability > --conf-thres, class-aware NMS at --iou-thres) and write, in --out:
   <image file name>   the picture with boxes, class names and scores drawn
   detections.json     every image's detections in original-image pixels:
                       {"images": [{"path", "width", "height", "detections": [{"class", "name",
-                      "score", "box": [x1, y1, x2, y2]}]}], "errors": [...], settings}
+                      "score", "box": [x1, y1, x2, y2]}]}], "errors": [...], "frame",
+                      settings}
+Pictures are read as viewers show them (yolodata.image): the EXIF orientation of a phone
+photo applied (boxes, width and height are in that frame: "frame" says so), 16-bit
+greyscale scaled to 8 bits, any mode (palette, grey, CMYK, with alpha) made RGB, exactly as
+training and eval read them.
 The network runs in PyTorch (--cfg + --weights) or, with --onnx, in onnxruntime (a file from
 main.py export; --cfg then only gives the class count and the default --img-size).
 
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         save_picture,
     )
     from yolodata import ImageError
+    from yolodata.image import FRAME
 
     _check_args(args, UserError)
     images = find_images(args.source)
@@ -84,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{shown(path)}: {len(det)} detection{'s' * (len(det) != 1)}")
     atomic_write_text(out / "detections.json", json.dumps({
         "cfg": args.cfg, "weights": args.weights, "onnx": args.onnx, "img_size": img_size,
-        "conf_thres": args.conf_thres, "iou_thres": args.iou_thres, "images": results,
+        "conf_thres": args.conf_thres, "iou_thres": args.iou_thres, "frame": FRAME,
+        "images": results,
         "errors": errors}, indent=1) + "\n")
     print(f"wrote {len(results)} picture{'s' * (len(results) != 1)} and "
           f"{shown(out / 'detections.json')}")

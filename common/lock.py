@@ -63,8 +63,9 @@ def _is_rank0() -> bool:
 def acquire(folder: str | Path, wait: bool = False, what: str = "--out",
             on_wait: Callable[[str], object] | None = None) -> bool:
     """Take ``folder``'s lock (creating the folder), or one more hold on it when this process
-    has it already; True when a :func:`release` is owed (False: nothing is locked here). Busy: raise :class:`FolderBusy`, or with ``wait`` call
-    ``on_wait(message)`` once and block until the holder is gone."""
+    has it already; True when a :func:`release` is owed (False: nothing is locked here).
+    Busy: raise :class:`FolderBusy`, or with ``wait`` call ``on_wait(message)`` once and
+    block until the holder is gone."""
     folder = Path(folder)
     if fcntl is None or not _is_rank0():
         return False

@@ -17,8 +17,8 @@ from PIL import Image
 
 from common.errors import UserError
 from evaluation import postprocess
-from yolodata import ImageError, letterbox_image
-from yolodata.labels import IMAGE_ERRORS
+from yolodata import letterbox_image
+from yolodata.image import open_rgb
 from yolodata.spec import IMAGE_SUFFIXES
 
 Detector = Callable[[torch.Tensor], Sequence[torch.Tensor]]
@@ -39,12 +39,9 @@ def find_images(source: str | Path) -> list[Path]:
 
 
 def open_image(path: Path) -> Image.Image:
-    """The file decoded to RGB; ImageError naming it when it cannot be."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except IMAGE_ERRORS as e:
-        raise ImageError(f"cannot read image ({e})", path) from e
+    """The file as viewed, 8-bit RGB (``yolodata.image``, as training and eval read it);
+    ImageError naming it when it cannot be read."""
+    return open_rgb(path)
 
 
 @torch.no_grad()

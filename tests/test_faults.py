@@ -3,10 +3,10 @@ file names, budgets above the model, a diverged run resumed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import ROOT
@@ -198,3 +198,4 @@ def test_a_file_name_that_is_not_utf8_is_processed(tmp_path):
     assert (out / name).is_file()  # the picture under the real name
     report = (out / "detections.json").read_text(encoding="utf-8")
     assert '"path": ' in report and "caf\\\\xe9.png" in report
+    assert json.loads(report)["frame"].endswith("EXIF orientation applied")
