@@ -9,8 +9,9 @@ from pathlib import Path
 
 HELP = "run a detector on images: pictures with boxes and one detections.json"
 DESCRIPTION = """Run the detector on an image file or on every image directly inside a folder
-(letterboxed to --img-size as main.py eval does; one class per box, score = objectness x class
-probability > --conf-thres, class-aware NMS at --iou-thres) and write, in --out:
+(images in its sub-folders are counted, not read; a URL is refused: nothing is downloaded),
+letterboxed to --img-size as main.py eval does (one class per box, score = objectness x class
+probability > --conf-thres, class-aware NMS at --iou-thres), and write, in --out:
   <image file name>   the picture with boxes, class names and scores drawn
   detections.json     every image's detections in original-image pixels:
                       {"images": [{"path", "width", "height", "detections": [{"class", "name",
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         detections_as_json,
         draw_detections,
         find_images,
+        images_below,
         open_image,
         save_picture,
     )
@@ -68,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args, UserError)
     images = find_images(args.source)
+    if below := images_below(args.source):
+        print(f"note: {below} image(s) in sub-folders of {shown(args.source)} are not "
+              "processed (only the folder's own files are); pass a sub-folder as --source")
     out = Path(args.out)
     if any((out / p.name).resolve() == p.resolve() for p in images):
         raise UserError(f"--out {out} would overwrite the source images; choose another folder")

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="onnx: square input size the graph is traced and checked at, a multiple "
                         "of 32 (default: the cfg's [net] height)")
     p.add_argument("--dynamic", action="store_true",
-                   help="onnx: dynamic batch, height and width axes")
+                   help="onnx: dynamic batch, height and width axes (for onnxruntime and "
+                        "OpenVINO; OpenCV DNN 4.x refuses such files: leave it off for OpenCV)")
     p.add_argument("--out", default="runs/export", help="output folder (default: runs/export)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: files, max_abs_diff")

@@ -9,6 +9,7 @@ boxes are mapped back with the same ``Letterbox``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,7 +26,11 @@ Detector = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
 def find_images(source: str | Path) -> list[Path]:
-    """``source`` itself, or the image files (by suffix) directly inside it, sorted."""
+    """``source`` itself, or the image files (by suffix) directly inside it, sorted (those in
+    its sub-folders: :func:`images_below`). A URL is refused: nothing is downloaded."""
+    if isinstance(source, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source):
+        raise UserError(f"--source {source}: a URL; detect reads local files only (nothing "
+                        "is downloaded): download it first and pass the file")
     source = Path(source)
     if source.is_dir():
         images = sorted(p for p in source.iterdir()
@@ -36,6 +41,15 @@ def find_images(source: str | Path) -> list[Path]:
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
     return [source]
+
+
+def images_below(source: str | Path) -> int:
+    """How many image files the sub-folders of folder ``source`` hold (not processed)."""
+    source = Path(source)
+    if not source.is_dir():
+        return 0
+    return sum(1 for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+               and p.parent != source and p.is_file())
 
 
 def open_image(path: Path) -> Image.Image:

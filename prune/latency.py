@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cache import cache_root
+from common.cache import cache_folder, cache_root
 from common.errors import UserError
 from common.io import atomic_write_text, read_text
 from darknet.cfg import Cfg
@@ -164,7 +164,7 @@ class LatencyTable:
                 self._merge(data, keep_own=True)
         data = {"fingerprint": dict(self.measurer.fingerprint), "overhead_ms": self.overhead_ms,
                 "convs": dict(sorted(self.raw.items()))}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        cache_folder(self.path.parent)
         atomic_write_text(self.path, json.dumps(data, indent=0) + "\n")
 
     def _merge(self, data: dict, keep_own: bool = False) -> None:

@@ -199,3 +199,39 @@ def test_a_file_name_that_is_not_utf8_is_processed(tmp_path):
     report = (out / "detections.json").read_text(encoding="utf-8")
     assert '"path": ' in report and "caf\\\\xe9.png" in report
     assert json.loads(report)["frame"].endswith("EXIF orientation applied")
+
+
+@pytest.mark.e2e
+def test_detect_says_what_it_does_not_read(tmp_path, capsys):
+    """A URL is refused as one (its // intact); images in sub-folders are counted."""
+    from PIL import Image
+
+    from darknet import Darknet
+
+    cfg = ROOT / "cfgs" / "demo.cfg"
+    weights = tmp_path / "demo.weights"
+    Darknet(cfg).save_weights(weights)
+    detect = ["detect", "--cfg", cfg, "--weights", weights, "--img-size", "64"]
+    code, _, err = run([*detect, "--source", "https://example.com/a.jpg", "--out",
+                        tmp_path / "o1"], capsys)
+    assert code == 2 and "--source https://example.com/a.jpg: a URL" in err
+    assert "nothing is downloaded" in err and err.count("\n") == 1
+    source = tmp_path / "pictures"
+    (source / "day2").mkdir(parents=True)
+    for path in (source / "a.png", source / "day2" / "b.png", source / "day2" / "c.jpg"):
+        Image.new("RGB", (40, 30)).save(path)
+    code, out, err = run([*detect, "--source", source, "--out", tmp_path / "o2"], capsys)
+    assert code == 0, err
+    assert f"note: 2 image(s) in sub-folders of {source} are not processed" in out
+    assert "wrote 1 picture " in out
+
+
+@pytest.mark.e2e
+def test_an_unusable_cache_folder_names_the_variable_that_moves_it(tmp_path, monkeypatch,
+                                                                   capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("RES2NET_YOLO_CACHE", str(blocker))
+    code, _, err = run(["train", "--epochs", "1", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert str(blocker) in err and "set RES2NET_YOLO_CACHE to put the cache elsewhere" in err
