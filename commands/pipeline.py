@@ -47,7 +47,7 @@ STAGES = ("dense", "sparse", "prune", "finetune", "compare")
 # passed to its prune stage); the others keep `main.py prune`'s defaults.
 PRUNE_SETTINGS = ("ratio", "layers", "flops_exponent", "ranking", "latency_exponent",
                   "target_gflops", "target_params", "target_latency", "scope", "round_to")
-# Chosen on the demo (README, "The demo, measured"): two blocks out first (four cost 0.04
+# Chosen on the demo (docs/results.md, "The demo pipeline"): two blocks out first (four cost 0.04
 # mAP@.5 that 30 epochs did not win back), then channels ranked by the latency they save, as
 # many as a parameter budget asks (a fixed ratio lands elsewhere on other sparse weights), and
 # a fine-tune long enough to win the mAP back. The budget holds unless --ratio or another
