@@ -179,8 +179,8 @@ def _config(args: argparse.Namespace):
 
 
 def _resume_dir(out: str | None, default_out: str) -> Path:
+    from common.artefacts import CHECKPOINT
     from common.errors import UserError
-    from engine.writer import CHECKPOINT
 
     if out is not None:
         return ensure_writable_dir(out) if Path(out).is_dir() else Path(out)
