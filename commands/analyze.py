@@ -18,7 +18,16 @@ block and every Darknet residual unit (a linear [shortcut] from=-3 after two con
 reads). With --weights (or --random-gammas) each gets its score, the mean |gamma| of the
 BatchNorm right before its add; --layers N removes the N lowest.
 
+With --sensitivity (needs --weights and --data) each block is also measured: cut alone (its
+act(beta) folded, as prune does), the cut model's BatchNorm statistics recalibrated on --images
+train images of --data (a seeded draw, no augmentation), and the YOLO loss per image measured
+on the same images; a block's sensitivity is that loss less the dense model's (recalibrated
+alike). OUT/sensitivity.json holds the figures and OUT/sensitivity.png draws them, least harmful
+first; `prune --block-ranking sensitivity --sensitivity OUT/sensitivity.json` removes blocks in
+that order. About 2 s per block on the demo (2 cores).
+
 example:
+  python main.py analyze --cfg cfgs/demo.cfg --weights dense.weights --sensitivity --data demo
   python main.py analyze --cfg cfgs/res2net-yolov3.cfg
   python main.py analyze --cfg cfgs/demo.cfg --weights sparse.weights
   python main.py analyze --cfg tests/cfgs/tiny-res2net.cfg --json"""
@@ -31,6 +40,16 @@ def add_arguments(p):
     src.add_argument("--weights", help="Darknet .weights: score the removable blocks")
     src.add_argument("--random-gammas", type=int, metavar="SEED",
                      help="score the blocks on a random init with gammas ~ U(0, 1)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="measure the loss increase of removing each block (needs --weights and "
+                        "--data); write OUT/sensitivity.json and .png")
+    p.add_argument("--data", default=None,
+                   help="data .yaml, Darknet .data file or 'demo': the calibration images of "
+                        "--sensitivity come from its train split (default: none)")
+    p.add_argument("--images", type=int, default=256, metavar="N",
+                   help="calibration images of --sensitivity (default: 256)")
+    p.add_argument("--out", default="runs/sensitivity",
+                   help="folder of sensitivity.json/.png (default: runs/sensitivity)")
 
 
 def _prunable(group) -> str:
@@ -139,14 +158,62 @@ def _scores(args, cfg, blocks):
     return block_scores(model, blocks)
 
 
+def check_sensitivity_args(args) -> None:
+    from common.errors import UserError
+
+    if not args.sensitivity:
+        return
+    if args.weights is None or args.data is None:
+        raise UserError("--sensitivity needs --weights (the model to measure) and --data (its "
+                        "calibration images)")
+    if args.images < 1:
+        raise UserError(f"--images must be >= 1, got {args.images}")
+
+
+def measure(args, cfg, quiet: bool):
+    """The blocks' sensitivity (``prune.sensitivity``), written to OUT; progress unless
+    ``quiet``."""
+    import charts
+    from commands import calibration_batches
+    from common.io import atomic_write_text, ensure_writable_dir
+    from darknet import Darknet
+    from prune.sensitivity import block_sensitivity
+
+    out = ensure_writable_dir(args.out)
+    model = Darknet(cfg).eval()
+    model.load_weights(args.weights)
+    batches = calibration_batches(args.data, model.num_classes, cfg.net.height, args.images)
+
+    def progress(done, of, b):
+        if not quiet:
+            print(f"sensitivity {done}/{of}: layer {b.layer} [{b.kind}] loss {b.loss:.4f} "
+                  f"({b.sensitivity:+.4f}; mean |gamma| {b.gamma:.4g})", flush=True)
+
+    result = block_sensitivity(model, batches, on_block=progress)
+    data = {"cfg": str(cfg.path), "weights": str(args.weights), "data": str(args.data),
+            **result.as_dict()}
+    atomic_write_text(out / "sensitivity.json", json.dumps(data, indent=1) + "\n")
+    charts.write_chart(out / "sensitivity.png", "sensitivity", data)
+    if not quiet:
+        print(f"dense loss {result.dense_loss:.4f} on {result.images} images; wrote "
+              f"{out / 'sensitivity.json'} and .png")
+    return data
+
+
 def run(args) -> int:
     from darknet import parse_cfg
     from prune import analyze
     from prune.blocks import find_blocks
 
+    check_sensitivity_args(args)
     cfg = parse_cfg(args.cfg)
     analysis = analyze(cfg)
     found = find_blocks(cfg, analysis.graph)
     blocks = blocks_list(found, _scores(args, cfg, found))
-    print(json.dumps(as_dict(analysis, blocks)) if args.json else text(analysis, blocks))
+    if not args.json:
+        print(text(analysis, blocks), flush=True)
+    sensitivity = measure(args, cfg, args.json) if args.sensitivity else None
+    if args.json:
+        print(json.dumps({**as_dict(analysis, blocks),
+                          **({"sensitivity": sensitivity} if sensitivity else {})}))
     return 0

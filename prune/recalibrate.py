@@ -18,10 +18,20 @@ batches give the average over images). Each BN's momentum is restored afterwards
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """What a prune report records of the recalibration of its slim model."""
+
+    data: str  # the dataset (``--data``)
+    split: str  # the split the images came from
+    images: int  # how many
 
 
 def tracked_batchnorms(model: nn.Module) -> list[_BatchNorm]:
