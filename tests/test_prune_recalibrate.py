@@ -55,7 +55,11 @@ def test_running_stats_equal_the_hand_computed_ones_over_the_same_images():
     params = {k: v.clone() for k, v in model.named_parameters()}
     momenta = {n: m.momentum for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
 
+    modes = []  # a [yolo] head in train mode would skip its decode: only the BNs train
+    model.yolo_layers[0].register_forward_hook(lambda m, *_: modes.append(m.training))
+
     assert recalibrate_bn(model, iter(batches), images=9) == 9
+    assert modes == [False] * 3
 
     bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     assert set(expected) == set(bns)
