@@ -292,13 +292,13 @@ def run(args) -> int:
 
 def measure_sensitivity(model, batches):
     """Every block's sensitivity on ``batches``, one line per block as it is measured."""
-    from prune.sensitivity import block_sensitivity
+    from prune.sensitivity import measure
 
     def progress(done, of, block):
         print(f"sensitivity {done}/{of}: layer {block.layer} [{block.kind}] loss "
               f"{block.loss:.4f} ({block.sensitivity:+.4f})", flush=True)
 
-    return block_sensitivity(model, batches, on_block=progress)
+    return measure(model, batches, on_result=progress)
 
 
 def recalibrated(slim, report, args, batches, images: int):

@@ -8,6 +8,13 @@ calibration set; a block's sensitivity is that loss less the dense model's, reca
 same images (PaddleSlim's and NNI's sensitivity analysis, DESIGN.md section 9).
 ``prune --block-ranking sensitivity`` removes the least sensitive blocks first.
 
+Per prunable layer, at a few ratios r, the same is measured with the r lowest-|gamma| share of
+the layer's prunable coupled channels masked (gamma and beta zeroed in every BN the channel
+spans: the channel cut, without the fold of its ``act(beta)``, which recalibration absorbs for
+1x1 readers). Residual chains are left out (one channel space over many layers: ``--scope
+inner``'s channels). That table says which layers tolerate thinning; the global ratio does not
+read it.
+
 A block whose pre-add BN has gamma = beta = 0 adds nothing, in train mode and in eval mode
 alike, so the cut model computes what the dense one does: its sensitivity is 0.
 
@@ -19,6 +26,7 @@ than an mAP over a few hundred images, and defined for a cut that destroys the d
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,11 +36,14 @@ import torch
 
 from darknet.model import Darknet
 
+from .analysis import analyze
 from .block_cut import cut_blocks
 from .blocks import Block, block_scores, find_blocks
 from .errors import PruneError
+from .importance import abs_gammas, importance_of
 from .recalibrate import recalibrate_bn
 from .rules import build_channel_graph
+from .settings import Scope
 
 if TYPE_CHECKING:
     from yolodata import Batch
@@ -51,6 +62,16 @@ class BlockSensitivity:
 
 
 @dataclass(frozen=True)
+class LayerSensitivity:
+    layer: int
+    channels: int  # its prunable coupled channels
+    ratio: float
+    removed: int  # of them masked: the lowest mean |gamma|
+    loss: float
+    sensitivity: float  # ``loss`` less the dense model's
+
+
+@dataclass(frozen=True)
 class Sensitivity:
     """Every removable block's measured sensitivity (``sensitivity.json``)."""
 
@@ -59,6 +80,7 @@ class Sensitivity:
     recalibrated: bool  # were the BNs recalibrated before each measurement
     dense_loss: float
     blocks: tuple[BlockSensitivity, ...]
+    layers: tuple[LayerSensitivity, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,8 +92,12 @@ class Sensitivity:
             blocks = tuple(BlockSensitivity(int(b["layer"]), str(b["kind"]), str(b["bn"]),
                                             float(b["gamma"]), float(b["loss"]),
                                             float(b["sensitivity"])) for b in d["blocks"])
+            layers = tuple(LayerSensitivity(int(r["layer"]), int(r["channels"]),
+                                            float(r["ratio"]), int(r["removed"]),
+                                            float(r["loss"]), float(r["sensitivity"]))
+                           for r in d.get("layers", ()))
             return cls(str(d["metric"]), int(d["images"]), bool(d["recalibrated"]),
-                       float(d["dense_loss"]), blocks)
+                       float(d["dense_loss"]), blocks, layers)
         except (KeyError, TypeError, ValueError) as e:
             raise PruneError(f"{source}: not a sensitivity file of main.py analyze "
                              f"--sensitivity ({type(e).__name__}: {e})") from None
@@ -109,29 +135,90 @@ def _score(model: Darknet, batches: Sequence[Batch], recalibrate: bool) -> float
     return calibration_loss(model, batches)
 
 
-OnBlock = Callable[[int, int, BlockSensitivity], None]  # (done, of, result)
+OnResult = Callable[[int, int, BlockSensitivity | LayerSensitivity], None]  # (done, of, it)
 
 
-def block_sensitivity(model: Darknet, batches: Sequence[Batch], recalibrate: bool = True,
-                      on_block: OnBlock | None = None) -> Sensitivity:
-    """Cut each removable block of ``model`` alone and measure the loss on ``batches``
-    (after recalibrating the BNs on their images, unless ``recalibrate`` is False).
+def _layer_classes(model: Darknet) -> tuple[dict[int, np.ndarray], dict[int, list]]:
+    """Per layer: its prunable non-residual classes, lowest mean |gamma| first; per class:
+    the (BN name, channel) pairs it spans."""
+    analysis = analyze(model.cfg)
+    ok = analysis.prunable(Scope.INNER)
+    importance = importance_of(analysis, abs_gammas(model))
+    by_layer: dict[int, set[int]] = defaultdict(set)
+    members: dict[int, list] = defaultdict(list)
+    for space in analysis.graph.spaces:
+        if space.bn is None:
+            continue
+        for channel, k in enumerate(analysis.classes_of_space(space).tolist()):
+            members[k].append((space.bn, channel))
+            if ok[k]:
+                by_layer[space.layer_index].add(k)
+    order = {j: np.array(sorted(ks, key=lambda k: (importance[k], k)), dtype=np.int64)
+             for j, ks in sorted(by_layer.items())}
+    return order, members
 
-    ``model`` is not modified; ``on_block`` hears of each block as it is measured.
+
+def masked(model: Darknet, members: list[tuple[str, int]]) -> Darknet:
+    """A copy of ``model`` with gamma and beta of each (BN, channel) of ``members`` zeroed."""
+    out = copy.deepcopy(model)
+    modules = dict(out.named_modules())
+    with torch.no_grad():
+        for bn, channel in members:
+            modules[bn].weight[channel] = 0.0
+            modules[bn].bias[channel] = 0.0
+    return out
+
+
+LayerPlan = tuple[int, int, float, int, list]
+
+
+def _layer_plans(model: Darknet, ratios: Sequence[float]) -> list[LayerPlan]:
+    """(layer, its channels, ratio, how many go, the (BN, channel) pairs to mask) for each
+    layer and ratio that masks at least one channel and keeps one."""
+    order, members = _layer_classes(model)
+    plans = []
+    for layer, classes in order.items():
+        for ratio in ratios:
+            n = int(round(ratio * len(classes)))
+            if 0 < n < len(classes):
+                plans.append((layer, len(classes), ratio, n,
+                              [m for k in classes[:n].tolist() for m in members[k]]))
+    return plans
+
+
+def measure(model: Darknet, batches: Sequence[Batch], ratios: Sequence[float] = (),
+            recalibrate: bool = True, on_result: OnResult | None = None) -> Sensitivity:
+    """Cut each removable block of ``model`` alone, and mask each prunable layer at each of
+    ``ratios``, and measure the loss on ``batches`` (after recalibrating the BNs on their
+    images, unless ``recalibrate`` is False).
+
+    ``model`` is not modified; ``on_result`` hears of each block and layer as it is measured.
     """
     if not batches:
         raise ValueError("sensitivity analysis needs at least one calibration batch")
+    if any(not 0 < r < 1 for r in ratios):
+        raise ValueError(f"layer ratios must be in (0, 1), got {list(ratios)}")
     graph = build_channel_graph(model.cfg)
     blocks = find_blocks(model.cfg, graph)
     gammas = block_scores(model, blocks)
+    plans = _layer_plans(model, ratios)
     dense_loss = _score(copy.deepcopy(model), batches, recalibrate)
-    results = []
+    done, total = 0, len(blocks) + len(plans)
+    results: list[BlockSensitivity] = []
     for i, block in enumerate(blocks):
         cut, *_ = cut_blocks(model, [block], fold=True, graph=graph)
         loss = _score(cut, batches, recalibrate)
         results.append(BlockSensitivity(block.layer, block.kind, block.bn, float(gammas[i]),
                                         loss, loss - dense_loss))
-        if on_block is not None:
-            on_block(i + 1, len(blocks), results[-1])
+        done += 1
+        if on_result is not None:
+            on_result(done, total, results[-1])
+    layers: list[LayerSensitivity] = []
+    for layer, channels, ratio, n, pairs in plans:
+        loss = _score(masked(model, pairs), batches, recalibrate)
+        layers.append(LayerSensitivity(layer, channels, ratio, n, loss, loss - dense_loss))
+        done += 1
+        if on_result is not None:
+            on_result(done, total, layers[-1])
     images = sum(len(b.images) for b in batches)
-    return Sensitivity(METRIC, images, recalibrate, dense_loss, tuple(results))
+    return Sensitivity(METRIC, images, recalibrate, dense_loss, tuple(results), tuple(layers))

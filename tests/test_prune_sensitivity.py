@@ -11,7 +11,7 @@ import charts
 from darknet import Darknet
 from prune import PruneError, PruneSettings, prune_model
 from prune.blocks import find_blocks
-from prune.sensitivity import BlockSensitivity, Sensitivity, block_sensitivity
+from prune.sensitivity import BlockSensitivity, Sensitivity, measure
 from tests.conftest import ROOT, images, randomize_bn
 from yolodata import Batch
 
@@ -45,7 +45,7 @@ def _model(empty: str | None = None) -> Darknet:
 def test_a_block_that_adds_zero_has_sensitivity_zero(recalibrate):
     model = _model(empty="layers.4.bn3")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = block_sensitivity(model, _batches(), recalibrate=recalibrate)
+    result = measure(model, _batches(), recalibrate=recalibrate)
     by_layer = {b.layer: b for b in result.blocks}
     assert sorted(by_layer) == [2, 4, 5]
     assert by_layer[4].sensitivity == pytest.approx(0.0, abs=1e-6 * result.dense_loss)
@@ -103,3 +103,17 @@ def test_sensitivity_chart_lists_the_least_harmful_block_first():
     assert [r["gamma_rank"] for r in rows] == [3, 2, 1]  # ties: the earlier block
     assert charts.render("sensitivity", data) is not None
     assert np.all(np.diff([r["sensitivity"] for r in rows]) >= 0)
+
+
+def test_masking_channels_that_are_already_zero_costs_nothing():
+    model = _model()
+    with torch.no_grad():  # layer 0's two weakest channels add nothing
+        model.layers[0].bn.weight[[3, 6]] = 0.0
+        model.layers[0].bn.bias[[3, 6]] = 0.0
+    result = measure(model, _batches(), ratios=(0.25, 0.5))
+    first = {r.ratio: r for r in result.layers if r.layer == 0}
+    assert (first[0.25].channels, first[0.25].removed, first[0.5].removed) == (8, 2, 4)
+    assert first[0.25].sensitivity == pytest.approx(0.0, abs=1e-6 * result.dense_loss)
+    assert abs(first[0.5].sensitivity) > 1e-4 * result.dense_loss
+    assert Sensitivity.from_dict(result.as_dict()) == result
+    assert charts.render("sensitivity", result.as_dict()) is not None
