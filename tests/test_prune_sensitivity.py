@@ -75,6 +75,10 @@ def test_sensitivity_ranking_removes_the_least_harmful_block_not_the_lowest_gamm
     assert [b.layer for b in by_gamma.removed_blocks] == [min(gammas, key=gammas.get)]
     assert [b.layer for b in measured.removed_blocks] == [least_harmful]
     assert measured.removed_blocks[0].score == 0.01
+    from charts.prune_report import _title
+
+    assert "--layers 1 --block-ranking sensitivity " in _title(measured.as_dict())
+    assert "--block-ranking" not in _title(by_gamma.as_dict())
 
 
 def test_sensitivity_of_another_cfg_is_refused():
