@@ -41,11 +41,11 @@ def run(argv, capsys):
 
 def test_sensitivity_file_ranks_the_blocks_prune_removes(tmp_path, data, weights, capsys):
     code, out, _ = run(["analyze", "--cfg", DEMO, "--weights", weights, "--sensitivity",
-                        "--data", data, "--images", 10, "--out", tmp_path / "s"], capsys)
+                        "--data", data, "--images", 12, "--out", tmp_path / "s"], capsys)
     assert code == 0 and "sensitivity 7/7" in out
     sens = json.loads((tmp_path / "s" / "sensitivity.json").read_text())
     assert (tmp_path / "s" / "sensitivity.png").exists()
-    assert sens["images"] == 10 and len(sens["blocks"]) == 7
+    assert sens["images"] == 12 and len(sens["blocks"]) == 7
     least = sorted(sens["blocks"], key=lambda b: b["sensitivity"])[:2]
 
     code, out, _ = run(["prune", "--cfg", DEMO, "--weights", weights, "--layers", 2,
@@ -59,6 +59,14 @@ def test_sensitivity_file_ranks_the_blocks_prune_removes(tmp_path, data, weights
     assert report["recalibration"] == {"data": str(data), "split": "train", "images": 9}
     assert report["sensitivity"] == str(tmp_path / "s" / "sensitivity.json")
     assert report["settings"]["block_ranking"] == "sensitivity"
+
+    code, out, _ = run(["prune", "--cfg", DEMO, "--weights", weights, "--layers", 2,
+                        "--block-ranking", "sensitivity", "--data", data, "--recalibrate", 12,
+                        "--out", tmp_path / "m"], capsys)  # measured here, on the same images
+    assert code == 0 and "sensitivity 7/7" in out
+    measured = json.loads((tmp_path / "m" / "prune_report.json").read_text())
+    assert measured["removed_blocks"] == report["removed_blocks"]
+    assert measured["sensitivity"] == "measured"
 
 
 def test_recalibration_changes_only_the_running_statistics(tmp_path, data, weights, capsys):
