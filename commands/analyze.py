@@ -54,6 +54,8 @@ def add_arguments(p):
                    help="--sensitivity also masks each prunable layer's lowest-|gamma| share R "
                         "of its channels, for each R, e.g. 0.25,0.5,0.75 (the demo: 66 more "
                         "measurements) (default: blocks only)")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="where --sensitivity runs (default: cuda when available)")
     p.add_argument("--out", default="runs/sensitivity",
                    help="folder of sensitivity.json/.png (default: runs/sensitivity)")
 
@@ -197,11 +199,14 @@ def measure(args, cfg, quiet: bool):
     from commands import calibration_batches
     from common.io import atomic_write_text, ensure_writable_dir
     from darknet import Darknet
+    from engine.distributed import select_device
     from prune.sensitivity import BlockSensitivity, measure
 
     out = ensure_writable_dir(args.out)
+    device = select_device(args.device)
     model = Darknet(cfg).eval()
     model.load_weights(args.weights)
+    model.to(device)
     batches = calibration_batches(args.data, model.num_classes, cfg.net.height, args.images)
 
     def progress(done, of, r):
