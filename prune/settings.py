@@ -176,8 +176,9 @@ class PruneSettings:
         0.5, _interval(0, 1, high_open=True),
         "fraction of the prunable (coupled) channels to remove, in [0, 1)")
     layers: int | str = _setting(
-        0, _whole_or_auto(0), "first remove the N blocks whose BN before the add has the "
-        "lowest mean |gamma| (auto: the budget search chooses N; needs a --target-*)",
+        0, _whole_or_auto(0), "first remove the N least important blocks (--block-ranking: by "
+        "default, the lowest mean |gamma| of the BN before the add) (auto: the budget search "
+        "chooses N; needs a --target-*)",
         cli_type=str, metavar="N|auto")
     block_ranking: BlockRanking = _setting(
         BlockRanking.GAMMA, _choice(BlockRanking),
