@@ -11,7 +11,8 @@ HELP = "run a detector on images: pictures with boxes and one detections.json"
 DESCRIPTION = """Run the detector on an image file or on every image directly inside a folder
 (images in its sub-folders are counted, not read; a URL is refused: nothing is downloaded),
 letterboxed to --img-size as main.py eval does (one class per box, score = objectness x class
-probability > --conf-thres, class-aware NMS at --iou-thres), and write, in --out:
+probability > --conf-thres, class-aware NMS at --iou-thres), and write, in --out (a
+missing or empty folder; by default the first free of runs/detect, runs/detect2, ...):
   <image file name>   the picture with boxes, class names and scores drawn
   detections.json     every image's detections in original-image pixels:
                       {"images": [{"path", "width", "height", "detections": [{"class", "name",
@@ -34,6 +35,9 @@ examples:
       --source photo.jpg"""
 
 
+DEFAULT_OUT = "runs/detect"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", required=True, help="Darknet .cfg")
     p.add_argument("--weights", default=None, help="Darknet .weights (not needed with --onnx)")
@@ -48,7 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None,
                    help="class names: a Darknet .names file (one per line), a data .yaml, "
                         "a Darknet .data file or 'demo' (default: class numbers)")
-    p.add_argument("--out", default="runs/detect", help="output folder (default: runs/detect)")
+    p.add_argument("--out", default=None,
+                   help="output folder, refused when it holds files (default: runs/detect, or "
+                        "runs/detect2, ... when taken)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if below := images_below(args.source):
         print(f"note: {below} image(s) in sub-folders of {shown(args.source)} are not "
               "processed (only the folder's own files are); pass a sub-folder as --source")
-    out = Path(args.out)
+    out = Path(args.out or DEFAULT_OUT)
     if any((out / p.name).resolve() == p.resolve() for p in images):
         raise UserError(f"--out {out} would overwrite the source images; choose another folder")
+    out = _out_dir(args.out, UserError)
     ensure_writable_dir(out, create=False)
     model = Darknet(args.cfg)
     detector, img_size = _detector(model, args, UserError)
@@ -101,6 +108,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(results)} picture{'s' * (len(results) != 1)} and "
           f"{shown(out / 'detections.json')}")
     return 2 if errors else 0
+
+
+def _out_dir(out: str | None, UserError) -> Path:
+    """One run per folder, so pictures of two runs never mix and an earlier detections.json
+    is never replaced: an explicit --out must be missing or empty; without --out, the first
+    of runs/detect, runs/detect2, ... that is (as `main.py train` numbers its runs)."""
+    def used(path: Path) -> bool:
+        return path.is_dir() and any(path.iterdir())
+
+    if out is not None:
+        if used(Path(out)):
+            raise UserError(f"--out {out} holds files (an earlier run?); detect writes each run "
+                            "into a folder of its own: choose another --out, or leave it out "
+                            "for a fresh runs/detect<N>")
+        return Path(out)
+    path, n = Path(DEFAULT_OUT), 1
+    while used(path):
+        n += 1
+        path = Path(f"{DEFAULT_OUT}{n}")
+    return path
 
 
 def _check_args(args, UserError) -> None:

@@ -235,3 +235,28 @@ def test_an_unusable_cache_folder_names_the_variable_that_moves_it(tmp_path, mon
     code, _, err = run(["train", "--epochs", "1", "--out", tmp_path / "run"], capsys)
     assert code == 2 and err.count("\n") == 1
     assert str(blocker) in err and "set RES2NET_YOLO_CACHE to put the cache elsewhere" in err
+
+
+@pytest.mark.e2e
+def test_detect_into_a_used_out_is_refused_and_the_default_is_numbered(tmp_path, monkeypatch,
+                                                                        capsys):
+    from PIL import Image
+
+    from darknet import Darknet
+
+    cfg = ROOT / "cfgs" / "demo.cfg"
+    weights = tmp_path / "demo.weights"
+    Darknet(cfg).save_weights(weights)
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    detect = ["detect", "--cfg", cfg, "--weights", weights, "--img-size", "64",
+              "--source", tmp_path / "a.png"]
+    out = tmp_path / "used"
+    assert run([*detect, "--out", out], capsys)[0] == 0
+    before = (out / "detections.json").read_bytes()
+    code, _, err = run([*detect, "--out", out], capsys)
+    assert code == 2 and "holds files" in err and err.count("\n") == 1
+    assert (out / "detections.json").read_bytes() == before
+    monkeypatch.chdir(tmp_path)
+    for folder in ("runs/detect", "runs/detect2"):
+        code, text, _ = run(detect, capsys)
+        assert code == 0 and f"{folder}/detections.json" in text
