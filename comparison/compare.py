@@ -21,7 +21,7 @@ import torch
 import charts
 from common.artefacts import COMPARE_CHART, COMPARE_JSON, COMPARE_MD
 from common.errors import UserError
-from common.io import atomic_write_text
+from common.io import write_together
 from darknet import Darknet, parse_cfg
 from darknet.cost import network_cost
 from darknet.weights import weights_nbytes
@@ -201,13 +201,22 @@ def format_markdown(rows: Sequence[Row], img_size: int, runtime: str) -> str:
 
 def write_report(rows: Sequence[Row], img_size: int, runtime: str,
                  out_dir: str | Path) -> dict[str, Path]:
+    """``compare.md``, ``.json`` and ``.png`` of one comparison, written together
+    (``common.io.write_together``, the table last): the chart (~1 s to draw) is drawn first,
+    so a kill or a failure leaves the earlier set whole, never a new table beside an old
+    chart. A chart that cannot be drawn (one warning) removes the old one."""
     out = Path(out_dir)
     paths = {"md": out / COMPARE_MD, "json": out / COMPARE_JSON, "png": out / COMPARE_CHART}
     report = {"img_size": img_size, "runtime": runtime, "threads": torch.get_num_threads(),
               "reference": rows[0].name,
               "models": [{**asdict(r), "ratios": q}
                          for r, q in zip(rows, ratios(rows), strict=True)]}
-    atomic_write_text(paths["md"], format_markdown(rows, img_size, runtime))
-    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
-    charts.write_chart(paths["png"], "compare", report)  # mAP against GFLOPs and latency
+    png = charts.render("compare", report)  # mAP against GFLOPs and latency
+    if png is None:
+        paths["png"].unlink(missing_ok=True)
+    markdown = format_markdown(rows, img_size, runtime).encode("utf-8")
+    report_text = (json.dumps(report, indent=2) + "\n").encode("utf-8")
+    write_together([*([(paths["png"], lambda f: f.write(png))] if png is not None else []),
+                    (paths["json"], lambda f: f.write(report_text)),
+                    (paths["md"], lambda f: f.write(markdown))])
     return paths

@@ -260,3 +260,67 @@ def test_detect_into_a_used_out_is_refused_and_the_default_is_numbered(tmp_path,
     for folder in ("runs/detect", "runs/detect2"):
         code, text, _ = run(detect, capsys)
         assert code == 0 and f"{folder}/detections.json" in text
+
+
+class FailAtSync:
+    """``common.io``'s n-th file sync raises, as a kill or a full disk while that file of a
+    set is written would stop it."""
+
+    def __init__(self, monkeypatch, n):
+        from common import io
+
+        self.count, real = 0, io._TempFile.sync
+
+        def sync(temp):
+            self.count += temp.path.name != "write-probe"  # ensure_writable_dir's
+            if self.count == n:
+                raise KeyboardInterrupt("killed")
+            real(temp)
+        monkeypatch.setattr(io._TempFile, "sync", sync)
+
+
+def digests(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+
+
+@pytest.mark.e2e
+def test_a_kill_between_the_export_pair_leaves_the_old_pair_whole(tmp_path, monkeypatch,
+                                                                  capsys):
+    import torch
+    from conftest import randomize_bn
+
+    from darknet import Darknet
+
+    out = tmp_path / "export"
+    argv = ["export", "--cfg", TINY, "--format", "darknet", "--out", out, "--weights"]
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        randomize_bn(Darknet(TINY), seed).save_weights(tmp_path / f"w{seed}.weights")
+    assert run([*argv, tmp_path / "w0.weights"], capsys)[0] == 0
+    old = digests(out)
+    assert {"tiny-res2net.cfg", "tiny-res2net.weights"} <= set(old)
+    with monkeypatch.context() as m:
+        FailAtSync(m, 2)  # the .weights complete, the .cfg being written
+        assert run([*argv, tmp_path / "w1.weights"], capsys)[0] == 130  # interrupted
+    assert digests(out) == old
+    assert run([*argv, tmp_path / "w1.weights"], capsys)[0] == 0
+    assert digests(out)["tiny-res2net.weights"] != old["tiny-res2net.weights"]
+
+
+@pytest.mark.e2e
+def test_a_kill_between_the_compare_files_leaves_the_old_set_whole(tmp_path, monkeypatch):
+    from comparison.compare import Row, write_report
+
+    def rows(map50):
+        return [Row(**{f: (name if f == "name" else map50 if f.startswith("map") else 1.0)
+                       for f in Row.__dataclass_fields__}) for name in ("dense", "slim")]
+    out = tmp_path / "cmp"
+    write_report(rows(0.5), 64, "torch", out)
+    old = digests(out)
+    assert {"compare.md", "compare.json", "compare.png"} <= set(old)
+    for n in (2, 3):  # the chart written, then the json too: the table not yet
+        with monkeypatch.context() as m:
+            FailAtSync(m, n)
+            with pytest.raises(KeyboardInterrupt):
+                write_report(rows(0.9), 64, "torch", out)
+        assert digests(out) == old
