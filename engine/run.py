@@ -56,8 +56,8 @@ class RunSpec:
     a Darknet ``.data`` file or ``"demo"``; ``weights`` the Darknet weights to start from
     (None: random init), with ``cutoff`` (load layers 0..cutoff-1; implied by a ``*.conv.N``
     name) or ``transfer`` (load what fits, re-initialise other head convs). ``numbered``:
-    when ``out_dir`` is taken, use the first free of
-    ``out_dir2``, ``out_dir3``, ...; else a fresh run refuses an ``out_dir`` holding a run.
+    when ``out_dir`` is taken, use the first free of ``out_dir2``, ``out_dir3``, ...; else a
+    fresh run refuses an ``out_dir`` holding a run.
     ``command`` (the CLI command) and ``record`` (its flags) are stored in the checkpoint so a
     resume can check it continues the same thing. ``checkpoint``: set by ``resume``.
     """
