@@ -15,7 +15,7 @@ import sys
 # Sub-commands in the order a user meets them.
 COMMANDS = [
     "info", "train", "eval", "analyze", "prune", "sparse", "finetune", "compare", "export",
-    "detect", "pipeline", "partial",
+    "detect", "pipeline", "partial", "convert",
 ]
 
 DESCRIPTION = "Slim Res2Net-YOLOv3 detectors: build, train, sparsify, prune, fine-tune and compare."
