@@ -160,3 +160,26 @@ def test_unknown_voc_class_and_bad_coco_json_are_one_line_errors(sources, tmp_pa
                       str(tmp_path / "o")]) == 2
     assert "not a COCO instances file" in capsys.readouterr().err
     assert not (tmp_path / "o" / "data.yaml").exists()
+
+
+@pytest.mark.e2e
+def test_eval_reads_a_converted_val_only_set_with_the_darknet_metric(sources, tmp_path, capsys):
+    from conftest import ROOT
+
+    from darknet import Darknet
+
+    assert convert(sources, "coco", tmp_path / "coco") == 0
+    cfg = tmp_path / "two.cfg"
+    cfg.write_text((ROOT / "cfgs" / "demo.cfg").read_text()
+                   .replace("classes=4", "classes=2").replace("filters=27", "filters=21"))
+    torch.manual_seed(0)
+    Darknet(cfg).save_weights(tmp_path / "two.weights")
+    capsys.readouterr()
+    argv = ["eval", "--cfg", str(cfg), "--weights", str(tmp_path / "two.weights"), "--data",
+            str(tmp_path / "coco" / "data.yaml"), "--img-size", "64", "--metric", "darknet"]
+    assert main.main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["darknet_map50"] <= 1 and result["images"] == 4
+    assert main.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "class_id = 1, name = kitten" in out and "mean average precision (mAP@0.50)" in out
