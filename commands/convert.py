@@ -6,8 +6,8 @@ commands read:
   OUT/images/<split>/   the images, as symbolic links (--copy: copies)
   OUT/labels/<split>/   one .txt per image: class cx cy w h, normalised; empty for an image
                         without objects (a background image)
-  OUT/data.yaml         path, names and the split: a split whose name holds 'train' under
-                        train, any other (val, test, minival) under val
+  OUT/data.yaml         path, names and the split: a split whose name (--as, default
+                        --split) holds 'train' under train, any other (val, test) under val
 
 Run it again with another split and the same --out to add that split (the class names must
 agree); a data.yaml with only a val split is enough for `main.py eval`.
@@ -22,7 +22,10 @@ Annotations/<id>.xml (1-based pixels, converted as Darknet's voc_label.py does),
 examples:
   python main.py convert --from coco --annotations annotations/instances_val2017.json \\
       --images val2017 --split val --out coco-yolo
-  python main.py convert --from voc --root VOCdevkit/VOC2007 --split trainval --out voc-yolo
+  python main.py convert --from voc --root VOCdevkit/VOC2007 --split trainval \
+      --as trainval2007 --out voc-yolo
+  python main.py convert --from voc --root VOCdevkit/VOC2012 --split trainval \
+      --as trainval2012 --out voc-yolo
   python main.py convert --from voc --root VOCdevkit/VOC2007 --split test --out voc-yolo"""
 
 
@@ -32,6 +35,9 @@ def add_arguments(p):
     p.add_argument("--split", required=True,
                    help="split name: the folder under images/ and labels/ (VOC: also the "
                         "ImageSets/Main/<split>.txt list)")
+    p.add_argument("--as", dest="split_as", default=None, metavar="NAME",
+                   help="folder name of the split under images/ and labels/ (default: "
+                        "--split; VOC2007 and VOC2012 trainval need two names)")
     p.add_argument("--out", required=True, help="data set folder to write (or add a split to)")
     p.add_argument("--annotations", default=None, help="COCO: the instances_*.json file")
     p.add_argument("--images", default=None,
@@ -49,9 +55,10 @@ def run(args) -> int:
     from common.io import ensure_writable_dir
     from yolodata.convert import VOC_NAMES, read_coco, read_voc, write_split
 
-    if "/" in args.split or args.split in ("", ".", ".."):
-        raise UserError(f"--split must be a plain name such as val or train2017, got "
-                        f"{args.split!r}")
+    name = args.split_as or args.split
+    if "/" in name or name in ("", ".", ".."):
+        raise UserError(f"--split/--as must be a plain name such as val or train2017, got "
+                        f"{name!r}")
     if args.source == "coco":
         if not (args.annotations and args.images):
             raise UserError("--from coco needs --annotations FILE.json and --images DIR")
@@ -62,8 +69,8 @@ def run(args) -> int:
         names = _names(args.names) if args.names else VOC_NAMES
         annotations = read_voc(args.root, args.split, names)
     out = ensure_writable_dir(args.out)
-    summary = write_split(annotations, out, args.split, copy=args.copy)
-    print(summary.describe(args.split))
+    summary = write_split(annotations, out, name, copy=args.copy)
+    print(summary.describe(name))
     return 0
 
 

@@ -143,6 +143,8 @@ def test_another_split_is_added_and_other_names_are_refused(sources, tmp_path, c
     assert sorted(p.stem for p in spec.train) == ["a", "b"] and len(spec.val) == 4
     assert convert(sources, "voc", out) == 0  # again: the split is replaced, not doubled
     assert len(load_spec(out / "data.yaml").val) == 4
+    assert convert(sources, "voc", out, "train", "--as", "train2012") == 0  # a second train
+    assert sorted(p.stem for p in load_spec(out / "data.yaml").train) == ["a", "a", "b", "b"]
     capsys.readouterr()
     assert main.main(["convert", "--from", "voc", "--root", str(sources / "VOC2007"),
                       "--split", "val", "--out", str(out), "--names", "kitten,dog,bird"]) == 2
