@@ -137,6 +137,10 @@ def train(args: argparse.Namespace, build_hooks: HookFactory | None = None,
         spec = replace(spec, config=replace(
             spec.config, **{field: getattr(args, flag) for flag, field in HONOURED.items()}))
     else:
+        if (args.cutoff is not None or args.transfer) and not args.weights:
+            from common.errors import UserError
+
+            raise UserError("--cutoff and --transfer say how to read --weights; give --weights")
         cfg = args.cfg if args.cfg is not None else str(PROJECT / DEFAULT_CFG)
         spec = RunSpec(cfg=cfg, data=args.data, out_dir=Path(args.out or default_out),
                        numbered=args.out is None, config=_config(args), weights=args.weights,

@@ -152,3 +152,5 @@ def test_train_starts_from_a_cutoff_file_and_says_so(tmp_path, capsys):
                       str(tmp_path / f"b.conv.{CUTOFF}"), "--cutoff", "30"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cutoff 30 needs" in err
+    assert main.main(["train", "--transfer", "--out", str(tmp_path / "run3")]) == 2
+    assert "give --weights" in capsys.readouterr().err
