@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -23,6 +24,7 @@ from yolodata import (
     YoloDataset,
     check_split,
     collate,
+    load_spec,
 )
 
 
@@ -75,6 +77,21 @@ def build_data(spec: DataSpec, img_size: int, augment: AugmentConfig | None = No
         train_set, more = _split(spec, "train", img_size, augment=True, hyp=augment)
         skipped += more
     return DetectionData(train_set, val, spec.names, skipped)
+
+
+def load_data(source: str | Path | DataSpec, img_size: int, num_classes: int,
+              train: bool = True) -> DetectionData:
+    """The data set ``source`` names (a data yaml, a Darknet ``.data`` file, ``"demo"``, or a
+    ``DataSpec`` already loaded), checked against a model's class count, then built
+    (``build_data``; ``train=False``: the val split only). Training, evaluation and comparison
+    all load their data here."""
+    from common.errors import UserError
+
+    spec = source if isinstance(source, DataSpec) else load_spec(source)
+    if spec.num_classes != num_classes:
+        raise UserError(f"{spec.source}: {spec.num_classes} class names but the model's "
+                        f"[yolo] layers have classes={num_classes}")
+    return build_data(spec, img_size, train=train)
 
 
 class EpochLoader:

@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.artefacts import BEST_WEIGHTS, CHECKPOINT, LAST_WEIGHTS
 from common.errors import UserError
 from darknet import Darknet, parse_cfg_text
 from darknet.transfer import StartWeights, load_start_weights
 from engine.checkpoint import load_checkpoint, seed_everything
-from engine.data import DetectionData, build_data, skipped_summary
+from engine.data import DetectionData, load_data, skipped_summary
 from engine.distributed import (
     DistInfo,
     barrier,
@@ -45,7 +46,7 @@ from engine.distributed import (
 from engine.hooks import Hook
 from engine.loss import init_detection_biases
 from engine.trainer import TrainConfig, Trainer, check_resumable
-from engine.writer import CHECKPOINT, holds_run, new_run_dir
+from engine.writer import holds_run, new_run_dir
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,16 @@ class RunSpec:
     workers: int | None = None
     progress: bool = True
     checkpoint: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        # A script may pass paths as str or Path (``write_pruned``'s files are Paths); the
+        # checkpoint and run.json record them as text.
+        object.__setattr__(self, "cfg", str(self.cfg))
+        object.__setattr__(self, "data", str(self.data))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", str(self.weights))
+        object.__setattr__(self, "hooks", tuple(self.hooks))
 
     @classmethod
     def resume(cls, out_dir: str | Path) -> RunSpec:
@@ -118,6 +129,16 @@ class RunResult:
     is_main: bool
     skipped: tuple[tuple[str, str], ...]  # (image, reason) of the unreadable images left out
 
+    @property
+    def best_weights(self) -> Path:
+        """The weights of the epoch with the best mAP@.5:.95 (EMA copy)."""
+        return self.out_dir / BEST_WEIGHTS
+
+    @property
+    def last_weights(self) -> Path:
+        """The weights of the last completed epoch (EMA copy)."""
+        return self.out_dir / LAST_WEIGHTS
+
 
 def run_training(spec: RunSpec) -> RunResult:
     """Train (or continue) the run ``spec`` describes; see the module docstring."""
@@ -140,11 +161,11 @@ def _run(spec: RunSpec, dist: DistInfo, workers: int) -> RunResult:
     out = spec.out_dir if spec.resuming else _fresh_out_dir(spec, dist)
     seed_everything(spec.config.seed)  # the random init is part of the run
     model = Darknet(cfg)
-    start = None
+    loaded = None
     if not spec.resuming:
         init_detection_biases(model, spec.config.img_size)  # what a partial load leaves
         if spec.weights:
-            start = load_start_weights(model, spec.weights, spec.cutoff, spec.transfer)
+            loaded = load_start_weights(model, spec.weights, spec.cutoff, spec.transfer)
     data = _load_data(spec.data, spec.config.img_size, dist, model.num_classes)
     meta = {"cfg": spec.cfg, "cfg_text": cfg_text, "data": spec.data, "weights": spec.weights,
             "command": spec.command, "record": dict(spec.record)}
@@ -155,7 +176,7 @@ def _run(spec: RunSpec, dist: DistInfo, workers: int) -> RunResult:
             "meta": {k: v for k, v in meta.items() if k != "cfg_text"},
             "config": spec.config.as_dict(), "processes": dist.world_size,
             "device": str(dist.device)})
-        _log_start(trainer, spec, data, start)
+        _log_start(trainer, spec, data, loaded)
     start = time.perf_counter()
     history = trainer.fit(spec.checkpoint)
     barrier()
@@ -185,18 +206,15 @@ def _load_data(source: str, img_size: int, dist: DistInfo, num_classes: int) -> 
     barrier()
     if spec is None:
         spec = load_spec(source)
-    if spec.num_classes != num_classes:
-        raise UserError(f"{spec.source}: {spec.num_classes} class names but the cfg's [yolo] "
-                        f"layers have classes={num_classes}")
-    return build_data(spec, img_size)
+    return load_data(spec, img_size, num_classes)
 
 
 def _log_start(trainer: Trainer, spec: RunSpec, data: DetectionData,
-               start: StartWeights | None) -> None:
+               loaded: StartWeights | None) -> None:
     if data.skipped:
         trainer.log(skipped_summary(data.skipped))
-    if start is not None and start.describe():
-        trainer.log(start.describe())
+    if loaded is not None and loaded.describe():
+        trainer.log(loaded.describe())
     config = spec.config
     action = (f"resuming {trainer.out_dir} after epoch {spec.done}" if spec.resuming
               else f"training into {trainer.out_dir}")

@@ -17,6 +17,7 @@ import numpy as np
 from torch import nn
 
 import charts
+from common.artefacts import PRUNE_CHART, PRUNE_REPORT, PRUNED_CFG, PRUNED_WEIGHTS
 from common.io import write_together
 from darknet.cfg import Cfg, format_cfg
 from darknet.cost import network_cost
@@ -37,9 +38,6 @@ from .search import BudgetError, Found, PlanSpace, Step, figure_of, search_budge
 from .select import FloorNote, check_plan
 from .settings import AUTO, PruneSettings, Ranking, Scope, auto_round_to
 from .surgery import cut_model
-
-PRUNED_CFG, PRUNED_WEIGHTS, PRUNE_REPORT = "pruned.cfg", "pruned.weights", "prune_report.json"
-PRUNE_CHART = "prune_report.png"
 
 
 @dataclass(frozen=True)
