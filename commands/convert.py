@@ -68,7 +68,7 @@ def run(args) -> int:
             raise UserError("--from voc needs --root (e.g. VOCdevkit/VOC2007)")
         names = _names(args.names) if args.names else VOC_NAMES
         annotations = read_voc(args.root, args.split, names)
-    out = ensure_writable_dir(args.out)
+    out = ensure_writable_dir(args.out, create=False)  # write_split makes it, if it writes
     summary = write_split(annotations, out, name, copy=args.copy)
     print(summary.describe(name))
     return 0
