@@ -94,6 +94,20 @@ def load_data(source: str | Path | DataSpec, img_size: int, num_classes: int,
     return build_data(spec, img_size, train=train)
 
 
+def sample_split(spec: DataSpec, split: str, n: int, img_size: int,
+                 seed: int = 0) -> YoloDataset:
+    """``n`` images of ``split`` (all of them if it has fewer), letterboxed, not augmented: the
+    calibration set of BN recalibration and sensitivity analysis. Drawn at random (seeded), in
+    file order: a split listed by class or by video would give one kind of image otherwise;
+    only the drawn images are checked and decoded."""
+    images = getattr(spec, split)
+    if n < len(images):
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+        images = tuple(images[i] for i in sorted(pick.tolist()))
+    check = check_split(images, spec.num_classes, split)
+    return YoloDataset(check.images, spec.num_classes, img_size, augment=False)
+
+
 class EpochLoader:
     """A ``DataLoader`` over one process's share of ``dataset``, reproducible per epoch."""
 
