@@ -126,6 +126,7 @@ def data_yaml(tmp_path_factory):
     return ensure_demo_dataset(root=root, n_train=8, n_val=4, img_size=64, seed=1)
 
 
+@pytest.mark.slow  # trains three short epochs
 @pytest.mark.e2e
 def test_diverged_run_resumed_with_a_lower_lr_trains_on(data_yaml, tmp_path, capsys):
     """--lr 1e9 explodes the weights in one step with a finite loss; the NaN only shows at
