@@ -22,10 +22,26 @@ def root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_data(tmp_path_factory) -> Path:
-    """The data yaml of a small demo dataset (8 train / 4 val images at 64 px), generated
-    once per session: what a test that trains, evaluates or compares needs."""
+def make_demo_data(tmp_path_factory):
+    """``make_demo_data(seed=2, n_train=8, n_val=4)``: the data yaml of a small demo dataset
+    at 64 px, generated once per session for each set of arguments."""
     from yolodata import ensure_demo_dataset
 
-    root = tmp_path_factory.mktemp("demo-data") / "demo"
-    return ensure_demo_dataset(root=root, n_train=8, n_val=4, img_size=64, seed=2)
+    made: dict[tuple[int, int, int], Path] = {}
+
+    def make(seed: int = 2, n_train: int = 8, n_val: int = 4) -> Path:
+        key = (seed, n_train, n_val)
+        if key not in made:
+            root = tmp_path_factory.mktemp(f"demo-data-{seed}") / "demo"
+            made[key] = ensure_demo_dataset(root=root, n_train=n_train, n_val=n_val,
+                                            img_size=64, seed=seed)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def demo_data(make_demo_data) -> Path:
+    """The data yaml of the tests' demo dataset (8 train / 4 val images at 64 px): what a
+    test that trains, evaluates or compares needs."""
+    return make_demo_data()
