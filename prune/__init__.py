@@ -11,7 +11,9 @@ Three separate concerns, one module each:
   constants), ``surgery`` (the slim model).
 
 Layer pruning follows the same split: ``blocks`` finds the removable identity-residual
-blocks, scores them (mean |gamma| before the add) and selects; ``block_cut`` cuts them.
+blocks, scores them (mean |gamma| before the add) and selects; ``block_cut`` cuts them;
+``sensitivity`` measures instead what removing each costs. ``recalibrate`` re-estimates the
+BatchNorm statistics of a cut model.
 
 ``settings`` is what a run is asked to do (``budget``: a GFLOPs, parameter or latency limit
 that ``search`` meets by choosing the ratio and the blocks); ``pipeline`` strings the steps
