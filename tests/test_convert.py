@@ -166,7 +166,7 @@ def test_unknown_voc_class_and_bad_coco_json_are_one_line_errors(sources, tmp_pa
 
 @pytest.mark.e2e
 def test_eval_reads_a_converted_val_only_set_with_the_darknet_metric(sources, tmp_path, capsys):
-    from conftest import ROOT
+    from helpers import ROOT
 
     from darknet import Darknet
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ROOT, randomize_bn
+from helpers import ROOT, randomize_bn
 
 import main
 from darknet import Darknet, WeightsError
@@ -138,10 +138,8 @@ def test_transfer_refuses_a_file_for_another_network(tmp_path):
 
 
 @pytest.mark.e2e
-def test_train_starts_from_a_cutoff_file_and_says_so(tmp_path, capsys):
-    from yolodata import ensure_demo_dataset
-
-    data = ensure_demo_dataset(root=tmp_path / "demo", n_train=4, n_val=2, img_size=64, seed=2)
+def test_train_starts_from_a_cutoff_file_and_says_so(make_demo_data, tmp_path, capsys):
+    data = make_demo_data(seed=2, n_train=4, n_val=2)
     trained().save_weights(tmp_path / f"b.conv.{CUTOFF}", cutoff=CUTOFF)
     argv = ["train", "--cfg", str(DEMO), "--data", str(data), "--epochs", "1", "--img-size", "64",
             "--batch-size", "2", "--no-progress", "--out", str(tmp_path / "run"),

@@ -5,7 +5,7 @@ what was left out); one writer turns that into ``OUT/images/<split>/`` (links or
 ``OUT/labels/<split>/*.txt`` and ``OUT/data.yaml``. Converting another split into the same
 ``OUT`` adds it to the data yaml (the names must agree).
 
-Format facts followed (DESIGN.md section 11):
+Format facts followed (the user-facing summary: docs/data.md, "Your annotations"):
 
 * COCO ``instances_*.json``: ``bbox`` is ``[x, y, w, h]`` in pixels from the top-left corner;
   category ids are not contiguous and map to 0..N-1 in id order; ``iscrowd=1`` objects are
