@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 import main
 from common import lock
@@ -288,7 +288,7 @@ def digests(folder):
 def test_a_kill_between_the_export_pair_leaves_the_old_pair_whole(tmp_path, monkeypatch,
                                                                   capsys):
     import torch
-    from conftest import randomize_bn
+    from helpers import randomize_bn
 
     from darknet import Darknet
 
