@@ -69,9 +69,13 @@ class SparsityHook(Hook):
     def write(self, out_dir) -> None:
         if not self.history:
             return
-        stats = {"edges": list(EDGES), "epochs": self.history}
+        stats = {"edges": list(EDGES), "epochs": self.history, **self.extra_stats()}
         atomic_write_text(out_dir / "gamma_stats.json", json.dumps(stats, indent=1))
         charts.write_chart(out_dir / "gamma_hist.png", "gamma_hist", stats)
+
+    def extra_stats(self) -> dict[str, Any]:
+        """What gamma_stats.json holds besides the per-epoch statistics."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         # The settings travel with the checkpoint: --resume continues the same schedule.
