@@ -74,7 +74,9 @@ def add_arguments(p) -> None:
                    help="l1: only draws the line in gamma_hist.png: the |gamma| quantile at R, "
                         "about where `prune --ratio R` would cut (default: 0.5)")
     add_prune_settings(p.add_argument_group("the planned cut (--penalty target): the flags "
-                                            "`main.py prune` will be given"), PLAN_SETTINGS)
+                                            "`main.py prune` will be given"), PLAN_SETTINGS,
+                       unset={"ratio": "0 with --layers; searched with a --target-*; one of "
+                                       "them is needed with --penalty target"})
 
 
 def run(args) -> int:
@@ -89,11 +91,11 @@ def sparsity_hooks(args) -> list:
 
 
 def target_hook(args):
+    from commands.prune import settings_of
     from common.errors import UserError
-    from prune.settings import PruneSettings
     from sparsity.target import TargetSparsityHook
 
-    settings = PruneSettings.from_args(args)
+    settings = settings_of(args)  # exactly as `main.py prune` reads the same flags
     if args.ready_tol is not None and args.ready_tol < 0:
         raise UserError(f"--ready-tol must be >= 0, got {args.ready_tol}")
     if not 0 < args.ramp <= 1:
