@@ -48,6 +48,25 @@ def check_img_size(size: int | None) -> None:
         raise UserError(f"--img-size must be a positive multiple of 32, got {size}")
 
 
+CALIBRATION_BATCH = 32  # images per batch of BN recalibration and sensitivity analysis
+
+
+def calibration_batches(data: str, num_classes: int, img_size: int, images: int):
+    """A loader over ``images`` images of ``data``'s train split (a seeded draw, letterboxed to
+    ``img_size``, not augmented; ``engine.data.sample_split``): what BN recalibration and
+    sensitivity analysis run on. Iterating it again gives the same batches."""
+    from common.errors import UserError
+    from engine.data import EpochLoader, sample_split
+    from yolodata import load_spec
+
+    spec = load_spec(data)
+    if spec.num_classes != num_classes:
+        raise UserError(f"{spec.source}: {spec.num_classes} class names but the cfg has "
+                        f"classes={num_classes}")
+    dataset = sample_split(spec, "train", images, img_size)
+    return EpochLoader(dataset, CALIBRATION_BATCH, shuffle=False, workers=0)
+
+
 def parse_args(argv: list[str] | None = None,
                parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """``build_parser().parse_args(argv)``, plus ``args.given``: the dests of the options

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 HELP = "mAP@.5 and mAP@.5:.95 of a cfg + weights on a dataset's val split"
 DESCRIPTION = """Run the detector over the val split (letterboxed to --img-size, batched), keep
@@ -38,47 +37,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from commands import check_img_size
-    from common.errors import UserError
     from darknet import Darknet, parse_cfg
-    from engine.data import EpochLoader, build_data, skipped_summary
-    from engine.distributed import DistInfo, loader_workers, select_device
+    from engine.data import skipped_summary
     from engine.evaluator import evaluate
     from evaluation import format_map_table
-    from yolodata import load_spec
 
     check_img_size(args.img_size)
-    if args.batch_size < 1 or (args.workers or 0) < 0:
-        raise UserError("--batch-size must be >= 1 and --workers >= 0")
-    if not 0 <= args.conf_thres < 1 or not 0 <= args.iou_thres <= 1:
-        raise UserError("--conf-thres must be in [0, 1) and --iou-thres in [0, 1]")
-    device = select_device(args.device)
-    args.workers = loader_workers(DistInfo(device=device), args.workers)
     cfg = parse_cfg(args.cfg)
     cfg.require_heads("main.py eval")
-    model = Darknet(cfg)
-    model.load_weights(args.weights)
-    img_size = args.img_size or model.cfg.net.height
-    spec = load_spec(args.data)
-    if spec.num_classes != model.num_classes:
-        raise UserError(f"{spec.source}: {spec.num_classes} class names but {args.cfg} has "
-                        f"classes={model.num_classes}")
-    data = build_data(spec, img_size, train=False)
-    loader = EpochLoader(data.val, args.batch_size, shuffle=False, workers=args.workers)
-    start = time.perf_counter()
-    result = evaluate(model.to(device), loader, spec.names, device, args.conf_thres,
-                      args.iou_thres, amp=device.type == "cuda")
-    seconds = time.perf_counter() - start
+    model = Darknet(cfg, args.weights)
+    result = evaluate(model, args.data, args.img_size, args.batch_size, args.conf_thres,
+                      args.iou_thres, args.device, args.workers)
     if args.json:
-        print(json.dumps({
-            "map50": result.map50, "map": result.map,
-            "per_class": {name: {"ap50": c.ap50, "ap": c.ap, "n_gt": c.n_gt}
-                          for name, c in result.per_class.items()},
-            "images": len(data.val), "skipped": len(data.skipped), "img_size": img_size,
-            "seconds": seconds,
-        }))
+        print(json.dumps(result.as_dict()))
     else:
-        print(format_map_table(result))
-        print(f"{len(data.val)} images at {img_size} px in {seconds:.1f}s")
-        if data.skipped:
-            print(skipped_summary(data.skipped))
+        print(format_map_table(result.coco))
+        print(f"{result.images} images at {result.img_size} px in {result.seconds:.1f}s")
+        if result.skipped:
+            print(skipped_summary(result.skipped))
     return 0

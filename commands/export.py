@@ -53,52 +53,40 @@ def run(args: argparse.Namespace) -> int:
     from common.errors import UserError
     from common.io import ensure_writable_dir
     from darknet import Darknet
+    from darknet.exporting import export, export_paths
 
     check_img_size(args.img_size)
     if args.format == "darknet" and (args.dynamic or args.img_size is not None):
         raise UserError("--dynamic and --img-size apply to --format onnx only")
-    model = Darknet(args.cfg)
-    model.load_weights(args.weights)
-    model.eval()
-    out, name = Path(args.out), Path(args.cfg).stem
-    suffixes = (".onnx",) if args.format == "onnx" else (".cfg", ".weights")
-    targets = [out / f"{name}{suffix}" for suffix in suffixes]
+    model = Darknet(args.cfg, args.weights)
+    out = Path(args.out)
+    targets = export_paths(out / Path(args.cfg).stem, args.format)
     inputs = {Path(args.cfg).resolve(), Path(args.weights).resolve()}
     if any(t.resolve() in inputs for t in targets):
         raise UserError(f"--out {out} would overwrite the input {args.cfg} or {args.weights}; "
                         "choose another folder")
     ensure_writable_dir(out, create=False)
-    write = _onnx if args.format == "onnx" else _darknet
-    diff = write(model, *targets, args)
+    result = export(model, out / Path(args.cfg).stem, args.format, args.img_size, args.dynamic)
     if args.json:
-        print(json.dumps({"files": [str(t) for t in targets], "max_abs_diff": diff}))
-    else:
-        print(f"wrote {', '.join(str(t) for t in targets)}")
+        print(json.dumps({"files": [str(t) for t in result.files],
+                          "max_abs_diff": result.max_abs_diff}))
+        return 0
+    print(f"wrote {', '.join(str(t) for t in result.files)}")
+    print(_summary(result, model, args))
     return 0
 
 
-def _onnx(model, path: Path, args) -> float:
-    from darknet.onnx_export import OPSET, write_onnx
+def _summary(result, model, args) -> str:
+    """One line on the check the written files passed."""
+    from darknet.onnx_export import OPSET
 
-    img_size = args.img_size or model.cfg.net.height
-    check = write_onnx(model, path, img_size, args.dynamic)
-    if not args.json:
-        print(f"ONNX opset {OPSET}, input {img_size}x{img_size}"
-              f"{' (dynamic batch, height, width)' if args.dynamic else ''}; onnxruntime vs "
-              f"PyTorch: max abs diff {check.max_abs_diff:.3g} "
-              f"({check.max_rel_diff:.3g} of the output scale)")
-    return check.max_abs_diff
-
-
-def _darknet(model, cfg: Path, weights: Path, args) -> float:
-    from darknet.lower import write_lowered
-
-    files = write_lowered(model, cfg, weights)
-    if args.json:
-        pass
-    elif not files.lowered:
-        print("no [res2net]/[triangle] sections: cfg and weights written unchanged")
-    else:
-        print(f"{len(model.cfg.layers)} layers lowered to {files.layers} plain Darknet layers; "
-              f"raw outputs vs the original model: max abs diff {files.max_abs_diff:.3g}")
-    return files.max_abs_diff
+    if args.format == "onnx":
+        img_size = args.img_size or model.cfg.net.height
+        return (f"ONNX opset {OPSET}, input {img_size}x{img_size}"
+                f"{' (dynamic batch, height, width)' if args.dynamic else ''}; onnxruntime vs "
+                f"PyTorch: max abs diff {result.max_abs_diff:.3g} "
+                f"({result.max_rel_diff:.3g} of the output scale)")
+    if not result.lowered:
+        return "no [res2net]/[triangle] sections: cfg and weights written unchanged"
+    return (f"{len(model.cfg.layers)} layers lowered to {result.layers} plain Darknet layers; "
+            f"raw outputs vs the original model: max abs diff {result.max_abs_diff:.3g}")

@@ -9,6 +9,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from common.artefacts import (
+    BEST_WEIGHTS,
+    LAST_WEIGHTS,
+    MODEL_CFG,
+    PIPELINE_MANIFEST,
+    PRUNED_CFG,
+    PRUNED_WEIGHTS,
+)
 from prune.settings import PruneSettings
 from prune.settings import add_arguments as add_prune_settings
 
@@ -53,7 +61,7 @@ STAGES = ("dense", "sparse", "prune", "finetune", "compare")
 # passed to its prune stage); the others keep `main.py prune`'s defaults.
 PRUNE_SETTINGS = ("ratio", "layers", "flops_exponent", "ranking", "latency_exponent",
                   "target_gflops", "target_params", "target_latency", "scope", "round_to")
-# Chosen on the demo (README, "The demo, measured"): two blocks out first (four cost 0.04
+# Chosen on the demo (docs/results.md, "The demo pipeline"): two blocks out first (four cost 0.04
 # mAP@.5 that 30 epochs did not win back), then channels ranked by the latency they save, as
 # many as a parameter budget asks (a fixed ratio lands elsewhere on other sparse weights), and
 # a fine-tune long enough to win the mAP back. The budget holds unless --ratio or another
@@ -121,7 +129,7 @@ class Paths:
 
     @property
     def manifest(self) -> Path:
-        return self.root / "pipeline.json"
+        return self.root / PIPELINE_MANIFEST
 
 
 SETTINGS = ("cfg", "data", "weights", "img_size", *PRUNE_SETTINGS, "penalty", "s",
@@ -133,8 +141,8 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
     workers = ["--workers", str(args.workers)] if args.workers is not None else []
     common = ["--data", args.data, "--img-size", str(args.img_size), *workers]
     device = ["--device", args.device] if args.device else []
-    dense_cfg = str(p.dense / "model.cfg")
-    pruned_cfg, pruned_weights = str(p.prune / "pruned.cfg"), str(p.prune / "pruned.weights")
+    dense_cfg = str(p.dense / MODEL_CFG)
+    pruned_cfg, pruned_weights = str(p.prune / PRUNED_CFG), str(p.prune / PRUNED_WEIGHTS)
     if stage == "dense":
         start = ["--weights", args.weights] if args.weights else []
         return ["train", "--cfg", args.cfg, *start, *_epochs(args.dense_epochs),
@@ -145,22 +153,23 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
                        "--prune-ratio", str(args.ratio)]
         else:  # the plan: the very flags the prune stage gets
             penalty = ["--penalty", "target", *prune_argv(args)]
-        return ["sparse", "--cfg", dense_cfg, "--weights", str(p.dense / "best.weights"),
+        return ["sparse", "--cfg", dense_cfg, "--weights", str(p.dense / BEST_WEIGHTS),
                 *penalty, *_epochs(args.sparse_epochs),
                 "--out", str(p.sparse), *common, *device]
-    if stage == "prune":
-        return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / "last.weights"),
-                *prune_argv(args), "--img-size", str(args.img_size), "--out", str(p.prune)]
+    if stage == "prune":  # --data: BN statistics recalibrated on training images after the cut
+        return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / LAST_WEIGHTS),
+                *prune_argv(args), "--data", args.data, "--img-size", str(args.img_size),
+                "--out", str(p.prune)]
     if stage == "finetune":
         teacher = (["--teacher-cfg", dense_cfg, "--teacher-weights",
-                    str(p.dense / "best.weights")] if args.distill else [])
+                    str(p.dense / BEST_WEIGHTS)] if args.distill else [])
         return ["finetune", "--cfg", pruned_cfg, "--weights", pruned_weights, *teacher,
                 *_epochs(args.finetune_epochs), "--out", str(p.finetune), *common, *device]
     return ["compare",
-            "--model", f"dense={dense_cfg},{p.dense / 'best.weights'}",
-            "--model", f"sparse={dense_cfg},{p.sparse / 'last.weights'}",
+            "--model", f"dense={dense_cfg},{p.dense / BEST_WEIGHTS}",
+            "--model", f"sparse={dense_cfg},{p.sparse / LAST_WEIGHTS}",
             "--model", f"pruned={pruned_cfg},{pruned_weights}",
-            "--model", f"finetuned={pruned_cfg},{p.finetune / 'best.weights'}",
+            "--model", f"finetuned={pruned_cfg},{p.finetune / BEST_WEIGHTS}",
             "--data", args.data, "--img-size", str(args.img_size), *workers,
             "--out", str(p.compare)]
 
@@ -259,8 +268,8 @@ def _run_stage(stage: str, args, p: Paths, manifest: dict, parser) -> int:
     """Run one stage (continuing its training run if it has a checkpoint); on success
     record it in the manifest."""
     from commands import parse_args
+    from common.artefacts import CHECKPOINT
     from common.io import atomic_write_text
-    from engine.writer import CHECKPOINT
 
     argv = stage_argv(stage, args, p)
     if (p.root / stage / CHECKPOINT).exists():

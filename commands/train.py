@@ -50,7 +50,7 @@ examples:
 DEFAULT_CFG = "cfgs/demo.cfg"  # relative to the project, not to the working directory
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = "runs/train"
-# Values chosen on the demo (see the README's training section); None = the engine default.
+# Values chosen on the demo (docs/results.md, "The demo pipeline"); None = the engine default.
 DEFAULTS = dict(epochs=12, img_size=128, batch_size=8, optimizer="adamw", lr=0.006)
 # Flags that say how a run is carried out, not what it computes: free on --resume.
 HOW = ("device", "workers", "no_progress")
@@ -179,8 +179,8 @@ def _config(args: argparse.Namespace):
 
 
 def _resume_dir(out: str | None, default_out: str) -> Path:
+    from common.artefacts import CHECKPOINT
     from common.errors import UserError
-    from engine.writer import CHECKPOINT
 
     if out is not None:
         return ensure_writable_dir(out) if Path(out).is_dir() else Path(out)

@@ -12,18 +12,21 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 import charts
+from common.artefacts import COMPARE_CHART, COMPARE_JSON, COMPARE_MD
 from common.errors import UserError
 from common.io import atomic_write_text
 from darknet import Darknet, parse_cfg
 from darknet.cost import network_cost
+from darknet.weights import weights_nbytes
 from evaluation import postprocess
+from yolodata import DataSpec
 
 
 @dataclass(frozen=True)
@@ -62,20 +65,16 @@ class Timing:
     nms_conf: float = 0.25  # deployment-style threshold for the NMS timing
 
 
-def load_models(specs: Sequence[ModelSpec]) -> list[Darknet]:
+def load_models(specs: Sequence[ModelSpec]) -> dict[str, Darknet]:
+    """The ``--model`` specs loaded, by name (in order)."""
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise UserError(f"model names must be unique, got {names}")
-    models = []
+    models = {}
     for spec in specs:
         cfg = parse_cfg(spec.cfg)
         cfg.require_heads("main.py compare")
-        model = Darknet(cfg)
-        model.load_weights(spec.weights)
-        models.append(model.eval())
-    classes = {s.name: m.num_classes for s, m in zip(specs, models, strict=True)}
-    if len(set(classes.values())) > 1:
-        raise UserError(f"models detect different class counts, cannot compare: {classes}")
+        models[spec.name] = Darknet(cfg, spec.weights).eval()
     return models
 
 
@@ -107,14 +106,68 @@ def measure_latency(models: Sequence[Callable[[torch.Tensor], Sequence[torch.Ten
                                                                          strict=True)]
 
 
-def build_rows(specs: Sequence[ModelSpec], models: Sequence[Darknet], maps: Sequence,
+def build_rows(models: Mapping[str, Darknet], maps: Sequence,
                latencies: Sequence[tuple[float, float]], img_size: int) -> list[Row]:
-    costs = [network_cost(model.cfg, img_size, img_size) for model in models]
+    """One row per model; the size is that of the model's ``.weights`` file."""
+    costs = [network_cost(model.cfg, img_size, img_size) for model in models.values()]
     return [
-        Row(spec.name, res.map50, res.map, cost.params, cost.gflops, fwd, nms,
-            Path(spec.weights).stat().st_size / 2**20)
-        for spec, cost, res, (fwd, nms) in zip(specs, costs, maps, latencies, strict=True)
+        Row(name, res.map50, res.map, cost.params, cost.gflops, fwd, nms,
+            weights_nbytes(model) / 2**20)
+        for (name, model), cost, res, (fwd, nms) in zip(models.items(), costs, maps, latencies,
+                                                        strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of :func:`compare`: one :class:`Row` per model, the first the reference."""
+
+    rows: tuple[Row, ...]
+    img_size: int
+    runtime: str
+    skipped: tuple[tuple[str, str], ...] = ()  # (image, reason) of unreadable images left out
+
+    @property
+    def markdown(self) -> str:
+        return format_markdown(self.rows, self.img_size, self.runtime)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """``compare.md``, ``compare.json`` and ``compare.png`` in ``out_dir``."""
+        return write_report(self.rows, self.img_size, self.runtime, out_dir)
+
+
+def compare(models: Mapping[str, Darknet], data: str | Path | DataSpec = "demo",
+            runtime: str = "onnxruntime", img_size: int | None = None, batch_size: int = 32,
+            timing: Timing = Timing(), workers: int = 0) -> Comparison:
+    """Evaluate every model of ``models`` (name -> ``Darknet``, the first the reference) on
+    the val split of ``data`` (as ``engine.evaluator.evaluate`` reads it) at ``img_size``
+    (default: the first cfg's height), and time them in turns in the same ``runtime`` form
+    (``darknet.deploy.inference_model``) on the first readable image. Runs on the CPU."""
+    from darknet.deploy import inference_model
+    from engine.data import EpochLoader, load_data
+    from engine.evaluator import evaluate_batches
+
+    if not models:
+        raise UserError("compare needs at least one model")
+    if workers < 0:
+        raise UserError(f"workers must be >= 0, got {workers}")
+    if timing.runs < 1 or timing.warmup < 0:
+        raise UserError(f"runs must be >= 1 and warmup >= 0, got {timing.runs}, "
+                        f"{timing.warmup}")
+    classes = {name: m.num_classes for name, m in models.items()}
+    if len(set(classes.values())) > 1:
+        raise UserError(f"models detect different class counts, cannot compare: {classes}")
+    first = next(iter(models.values()))
+    img_size = img_size or first.cfg.net.height
+    loaded = load_data(data, img_size, first.num_classes, train=False)
+    loader = EpochLoader(loaded.val, batch_size, shuffle=False, workers=workers)
+    maps = [evaluate_batches(model, loader, loaded.names) for model in models.values()]
+    # the first readable image (the loader leaves out any that failed to decode)
+    image = next(iter(EpochLoader(loaded.val, 1, shuffle=False, workers=0))).images
+    forms = [inference_model(model.eval(), runtime, image) for model in models.values()]
+    latencies = measure_latency(forms, image, timing)
+    return Comparison(tuple(build_rows(models, maps, latencies, img_size)), img_size, runtime,
+                      loaded.skipped)
 
 
 def ratios(rows: Sequence[Row]) -> list[dict[str, float]]:
@@ -149,7 +202,7 @@ def format_markdown(rows: Sequence[Row], img_size: int, runtime: str) -> str:
 def write_report(rows: Sequence[Row], img_size: int, runtime: str,
                  out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
-    paths = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
+    paths = {"md": out / COMPARE_MD, "json": out / COMPARE_JSON, "png": out / COMPARE_CHART}
     report = {"img_size": img_size, "runtime": runtime, "threads": torch.get_num_threads(),
               "reference": rows[0].name,
               "models": [{**asdict(r), "ratios": q}

@@ -83,7 +83,7 @@ def load_weights(model: Darknet, path: str | Path) -> WeightsHeader:
         raise WeightsError(f"{path}: {len(data) - offset} bytes after the header is not a "
                            "whole number of float32 values")
     floats = np.frombuffer(data, dtype="<f4", offset=offset)
-    needed = sum(t.numel() for _, ts in _layer_tensors(model) for t in ts)
+    needed = _float_count(model)
     plan: list[tuple[torch.Tensor, np.ndarray]] = []
     ptr = 0
     for index, tensors in _layer_tensors(model):
@@ -115,6 +115,15 @@ def write_weights(model: Darknet, f: BinaryIO, header: WeightsHeader | None = No
     for _, tensors in _layer_tensors(model):
         for t in tensors:
             f.write(t.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes())
+
+
+def weights_nbytes(model: Darknet, header: WeightsHeader | None = None) -> int:
+    """The size of ``model``'s ``.weights`` file, without writing it."""
+    return len((header or model.header).to_bytes()) + 4 * _float_count(model)
+
+
+def _float_count(model: Darknet) -> int:
+    return sum(t.numel() for _, tensors in _layer_tensors(model) for t in tensors)
 
 
 def save_weights(model: Darknet, path: str | Path, header: WeightsHeader | None = None) -> None:

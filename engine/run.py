@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.artefacts import BEST_WEIGHTS, CHECKPOINT, LAST_WEIGHTS
 from common.errors import UserError
 from darknet import Darknet, parse_cfg_text
 from engine.checkpoint import load_checkpoint, seed_everything
-from engine.data import DetectionData, build_data, skipped_summary
+from engine.data import DetectionData, load_data, skipped_summary
 from engine.distributed import (
     DistInfo,
     barrier,
@@ -43,7 +44,7 @@ from engine.distributed import (
 from engine.hooks import Hook
 from engine.loss import init_detection_biases
 from engine.trainer import TrainConfig, Trainer, check_resumable
-from engine.writer import CHECKPOINT, holds_run, new_run_dir
+from engine.writer import holds_run, new_run_dir
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,16 @@ class RunSpec:
     workers: int | None = None
     progress: bool = True
     checkpoint: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        # A script may pass paths as str or Path (``write_pruned``'s files are Paths); the
+        # checkpoint and run.json record them as text.
+        object.__setattr__(self, "cfg", str(self.cfg))
+        object.__setattr__(self, "data", str(self.data))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", str(self.weights))
+        object.__setattr__(self, "hooks", tuple(self.hooks))
 
     @classmethod
     def resume(cls, out_dir: str | Path) -> RunSpec:
@@ -111,6 +122,16 @@ class RunResult:
     seconds: float
     is_main: bool
     skipped: tuple[tuple[str, str], ...]  # (image, reason) of the unreadable images left out
+
+    @property
+    def best_weights(self) -> Path:
+        """The weights of the epoch with the best mAP@.5:.95 (EMA copy)."""
+        return self.out_dir / BEST_WEIGHTS
+
+    @property
+    def last_weights(self) -> Path:
+        """The weights of the last completed epoch (EMA copy)."""
+        return self.out_dir / LAST_WEIGHTS
 
 
 def run_training(spec: RunSpec) -> RunResult:
@@ -179,10 +200,7 @@ def _load_data(source: str, img_size: int, dist: DistInfo, num_classes: int) -> 
     barrier()
     if spec is None:
         spec = load_spec(source)
-    if spec.num_classes != num_classes:
-        raise UserError(f"{spec.source}: {spec.num_classes} class names but the cfg's [yolo] "
-                        f"layers have classes={num_classes}")
-    return build_data(spec, img_size)
+    return load_data(spec, img_size, num_classes)
 
 
 def _log_start(trainer: Trainer, spec: RunSpec, data: DetectionData) -> None:

@@ -28,17 +28,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.artefacts import CHECKPOINT
 from common.errors import UserError
 from darknet import Darknet
 from engine.checkpoint import rng_state, seed_everything, set_rng_state
 from engine.data import DetectionData, EpochLoader
 from engine.distributed import DistInfo, all_true, barrier, broadcast_object, distribute
 from engine.ema import ModelEMA
-from engine.evaluator import evaluate
+from engine.evaluator import evaluate_batches
 from engine.hooks import Hook
 from engine.loss import LOSS_NAMES, LossConfig, YoloLoss
 from engine.optim import OPTIMIZERS, Optimization
-from engine.writer import CHECKPOINT, RunWriter
+from engine.writer import RunWriter
 
 # What a resumed run may change (``engine.optim.Optimization.retarget``); all else must match.
 RESUMABLE = ("lr0", "epochs")
@@ -382,8 +383,8 @@ class Trainer:
         result: dict[str, Any] = {"map50": None, "map": None, "eval_s": None}
         if due and self.dist.is_main:
             start = time.perf_counter()
-            res = evaluate(self.eval_model, self.val_loader, self.data.names, self.device,
-                           cfg.conf_thres, cfg.iou_thres, amp=self.amp)
+            res = evaluate_batches(self.eval_model, self.val_loader, self.data.names,
+                                   self.device, cfg.conf_thres, cfg.iou_thres, amp=self.amp)
             result = {"map50": res.map50, "map": res.map,
                       "eval_s": time.perf_counter() - start}
         return broadcast_object(result)

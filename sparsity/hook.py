@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 import charts
+from common.artefacts import GAMMA_CHART, GAMMA_STATS
 from common.errors import UserError
 from common.io import atomic_write_text
 from engine.hooks import Hook
@@ -70,8 +71,8 @@ class SparsityHook(Hook):
         if not self.history:
             return
         stats = {"edges": list(EDGES), "epochs": self.history, **self.extra_stats()}
-        atomic_write_text(out_dir / "gamma_stats.json", json.dumps(stats, indent=1))
-        charts.write_chart(out_dir / "gamma_hist.png", "gamma_hist", stats)
+        atomic_write_text(out_dir / GAMMA_STATS, json.dumps(stats, indent=1))
+        charts.write_chart(out_dir / GAMMA_CHART, "gamma_hist", stats)
 
     def extra_stats(self) -> dict[str, Any]:
         """What gamma_stats.json holds besides the per-epoch statistics."""

@@ -124,3 +124,13 @@ def calibrate_heads(model, size: int = 64, seed: int = 0):
     for hook in hooks:
         hook.remove()
     return model
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """The data yaml of a small demo dataset (8 train / 4 val images at 64 px), generated
+    once per session: what a test that trains, evaluates or compares needs."""
+    from yolodata import ensure_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo-data") / "demo"
+    return ensure_demo_dataset(root=root, n_train=8, n_val=4, img_size=64, seed=2)

@@ -12,7 +12,7 @@ from common.errors import UserError
 from darknet import Darknet
 from engine.checkpoint import load_checkpoint
 from engine.data import DetectionData, EpochLoader, build_data
-from engine.evaluator import evaluate
+from engine.evaluator import evaluate_batches
 from engine.hooks import Hook
 from engine.loss import init_detection_biases
 from engine.trainer import NonFiniteLossError, TrainConfig, Trainer
@@ -45,7 +45,7 @@ def test_overfits_a_handful_of_images(spec, tmp_path):
     fixed = YoloDataset(spec.val, spec.num_classes, 64, augment=False)
     data = DetectionData(fixed, fixed, spec.names, ())
     model = fresh_model()
-    before = evaluate(model, EpochLoader(fixed, 4, False, 0), spec.names)
+    before = evaluate_batches(model, EpochLoader(fixed, 4, False, 0), spec.names)
     config = small_config(epochs=50, lr0=0.02, warmup_epochs=3, ema=False, eval_interval=50)
     history = Trainer(model, data, config, tmp_path, progress=False).fit()
     assert history[-1]["loss"] < 0.3 * history[0]["loss"]

@@ -1,10 +1,11 @@
 """Layer pruning: which blocks are removable, how they rank, and the cut's contract.
 
-The contract (DESIGN.md section 8): zeroing the gamma and beta of a block's pre-add BN makes
-the block the identity, so the slim model must equal the dense model with those BNs zeroed,
-and, with ``ratio`` too, with the removed channels zeroed as in ``test_prune_contract``. The
-removed blocks and channels are read from the report alone (dense layer indices and BN
-names), so a wrong mapping back to the dense model fails these tests too.
+The contract (docs/pruning.md, "Removing whole blocks"): zeroing the gamma and beta of a
+block's pre-add BN makes the block the identity, so the slim model must equal the dense model
+with those BNs zeroed, and, with ``ratio`` too, with the removed channels zeroed as in
+``test_prune_contract``. The removed blocks and channels are read from the report alone
+(dense layer indices and BN names), so a wrong mapping back to the dense model fails these
+tests too.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import ROOT, TINY_CFGS, YOLO_HEAD, randomize_bn
 
+from common.artefacts import PRUNED_CFG, PRUNED_WEIGHTS
 from darknet import Darknet, parse_cfg_text
 from prune import MinKeep, PruneSettings, analyze, prune_model, write_pruned
-from prune.pipeline import PRUNED_CFG, PRUNED_WEIGHTS
 from prune.select import FloorNote
 
 FULL_RES2NET = [ROOT / "cfgs" / "res2net-yolov3.cfg", ROOT / "cfgs" / "res2net-yolov3-triangle.cfg"]

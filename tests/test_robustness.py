@@ -154,7 +154,7 @@ def test_out_under_a_regular_file_fails_in_one_line_before_any_work(tmp_path, de
     out = blocker / "out"
     monkeypatch.setattr("prune.prune_model", never("pruning"))
     monkeypatch.setattr("engine.trainer.Trainer.fit", never("training"))
-    monkeypatch.setattr("engine.evaluator.evaluate", never("evaluation"))
+    monkeypatch.setattr("engine.evaluator.evaluate_batches", never("evaluation"))
     monkeypatch.setattr("darknet.onnx_export.write_onnx", never("exporting"))
     monkeypatch.setattr("detection.detect_image", never("detection"))
     weights = tmp_path / "demo.weights"

@@ -158,31 +158,30 @@ def test_compare_rows_and_ratios_are_consistent(tiny_data, tmp_path):
     from prune import PruneSettings, prune_model, write_pruned
 
     slim, report = prune_model(dense, PruneSettings(0.5))
-    write_pruned(slim, report, tmp_path / "p")
+    files = write_pruned(slim, report, tmp_path / "p")
     specs = [ModelSpec.parse(f"dense={DEMO_CFG},{tmp_path / 'dense.weights'}"),
-             ModelSpec.parse(f"slim={tmp_path / 'p' / 'pruned.cfg'},"
-                             f"{tmp_path / 'p' / 'pruned.weights'}")]
+             ModelSpec.parse(f"slim={files.cfg},{files.weights}")]
     models = load_models(specs)
+    assert list(models) == ["dense", "slim"]
     maps = [MapResult(0.8, 0.5, {}), MapResult(0.7, 0.4, {})]
-    rows = build_rows(specs, models, maps, [(10.0, 1.0), (4.0, 1.0)], 64)
+    rows = build_rows(models, maps, [(10.0, 1.0), (4.0, 1.0)], 64)
     q = ratios(rows)
     assert q[0] == {"params": 1, "gflops": 1, "latency": 1, "weights": 1,
                     "map50_delta": 0, "map_delta": 0}
     assert q[1]["params"] == pytest.approx(rows[1].params / rows[0].params)
     assert q[1]["latency"] == pytest.approx(0.4)
     assert q[1]["map50_delta"] == pytest.approx(-0.1)
-    assert rows[1].params == sum(p.numel() for p in models[1].parameters())
-    assert rows[1].weights_mb < rows[0].weights_mb
+    assert rows[1].params == sum(p.numel() for p in models["slim"].parameters())
+    # the size is the .weights file's, counted without writing one
+    for row, path in zip(rows, (tmp_path / "dense.weights", files.weights), strict=True):
+        assert row.weights_mb == path.stat().st_size / 2**20
 
 
 def test_compare_rejects_models_with_different_class_counts(tmp_path):
-    from comparison.compare import ModelSpec, load_models
+    from comparison.compare import ModelSpec, compare
 
-    Darknet(DEMO_CFG).save_weights(tmp_path / "a.weights")
-    Darknet(TINY).save_weights(tmp_path / "b.weights")
     with pytest.raises(UserError, match="different class counts"):
-        load_models([ModelSpec("a", str(DEMO_CFG), str(tmp_path / "a.weights")),
-                     ModelSpec("b", str(TINY), str(tmp_path / "b.weights"))])
+        compare({"a": Darknet(DEMO_CFG), "b": Darknet(TINY)}, tmp_path / "never-read.yaml")
     with pytest.raises(UserError, match="NAME=CFG,WEIGHTS"):
         ModelSpec.parse("just-a-name")
 
@@ -344,10 +343,13 @@ def test_pipeline_killed_in_its_first_stage_continues_the_dense_run(tiny_data, t
 @pytest.mark.e2e
 def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(tiny_data, tmp_path,
                                                                       monkeypatch, capsys):
+    import importlib
+
     import common.io
-    import comparison.compare
     import engine.writer
     import main
+
+    compare_module = importlib.import_module("comparison.compare")  # not the function
 
     out = tmp_path / "pipe"
     argv = tiny_pipeline_argv(out, tiny_data)
@@ -369,7 +371,7 @@ def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(tiny_data, 
     for module, name, fault, stages in [
             (engine.writer, "save_checkpoint", no_sparse_checkpoint, ["dense"]),
             (common.io, "atomic_write_text", no_prune_entry, ["dense", "sparse"]),
-            (comparison.compare, "measure_latency", interrupted,  # compare, after its mAPs
+            (compare_module, "measure_latency", interrupted,  # compare, after its mAPs
              ["dense", "sparse", "prune", "finetune"])]:
         with monkeypatch.context() as m:
             m.setattr(module, name, fault)
