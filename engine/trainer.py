@@ -208,8 +208,8 @@ class Trainer:
     def evaluate(self, model: Darknet) -> tuple[float, float]:
         """(mAP@.5, mAP@.5:.95) of ``model`` on the run's val split, as the epochs measure."""
         cfg = self.config
-        res = evaluate(model, self.val_loader, self.data.names, self.device, cfg.conf_thres,
-                       cfg.iou_thres, amp=self.amp)
+        res = evaluate_batches(model, self.val_loader, self.data.names, self.device,
+                               cfg.conf_thres, cfg.iou_thres, amp=self.amp)
         return res.map50, res.map
 
     def request_stop(self, reason: str) -> None:

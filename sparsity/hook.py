@@ -49,6 +49,9 @@ class SparsityHook(Hook):
             raise UserError(f"{trainer.model.cfg.path}: no prunable BatchNorm for scope "
                             f"'{self.scope}'; sparse training would change nothing")
         self.bns = [trainer.model.get_submodule(n) for n in self.names]
+        self.describe(trainer)
+
+    def describe(self, trainer) -> None:
         trainer.log(f"sparsity: L1 on {len(self.bns)} prunable BatchNorms "
                     f"({sum(bn.num_features for bn in self.bns)} channels), scope {self.scope}")
 

@@ -105,6 +105,9 @@ class TargetSparsityHook(SparsityHook):
             for bn, idx, _ in plan.groups(model):
                 self._targets += [(bn.weight, idx), (bn.bias, idx)]
 
+    def describe(self, trainer) -> None:
+        pass  # the plan is described once chosen
+
     def on_train_start(self, trainer) -> None:
         super().on_train_start(trainer)
         steps = max(1, round(self.ramp * trainer.config.epochs * trainer.steps_per_epoch))
