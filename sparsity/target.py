@@ -10,11 +10,10 @@ Here the groups are the coupled channels and the blocks of the planned cut (``pr
 the very ``prune_model`` selection ``main.py prune`` will make with the same settings). Each
 optimizer step multiplies the planned gammas and betas by ``1 - eta_t`` (a decoupled L2
 penalty, so it acts the same under SGD or AdamW and at any learning rate), ``eta`` growing
-linearly over the ramp (:class:`FadeSchedule`); after the ramp they are held at exactly zero,
+geometrically over the ramp (:class:`FadeSchedule`); after the ramp they are held at zero,
 so the cut is lossless by construction and the last epochs train the slim network inside the
-dense one (its BatchNorm statistics included). The same factor is applied to the EMA copy,
-which is what gets evaluated, saved and pruned: an average over ~1000 steps would otherwise
-keep the planned weights alive long after the raw ones are gone.
+dense one (its BatchNorm statistics included). The EMA copy (what gets evaluated, saved and
+pruned) is held at zero with them.
 
 The plan is chosen again at the end of every epoch of the ramp on the EMA weights, exactly as
 ``prune`` would choose it from the saved file, and frozen once the planned groups are held at
@@ -37,27 +36,29 @@ from .penalty import SparsitySchedule
 
 @dataclass(frozen=True)
 class FadeSchedule:
-    """``eta_t = strength * t / ramp_steps**2`` for ``t < ramp_steps``, then 1 (held at zero).
+    """``eta_t = start ** (1 - t / ramp_steps)`` for ``t < ramp_steps``, then 1 (held at zero).
 
-    Left to the schedule alone a planned weight is at ``exp(-strength/2 * (t/ramp)^2)`` of its
-    start at step t: with the default strength 10, 0.29 at half the ramp and e^-5 at its end.
-    The gradient pulls back in between, which is the point: the kept channels learn to do
-    without the planned ones while these fade.
+    The decay rate grows geometrically, from ``start`` (1e-4: nothing happens) to 1 at the end
+    of the ramp, tenfold every quarter of the ramp. A constant rate would lose against the
+    gradient, which pulls a weight the network still uses back to where ``eta * w`` equals
+    ``lr * grad``; a rate growing by orders of magnitude pushes that balance towards zero
+    step by step, so the network learns to do without the planned channels while they fade,
+    and the final hold changes nothing it still relies on.
     """
 
     ramp_steps: int
-    strength: float = 10.0
+    start: float = 1e-4
 
     def __post_init__(self):
         if self.ramp_steps < 1:
             raise ValueError(f"the ramp must last at least one step, got {self.ramp_steps}")
-        if self.strength <= 0:
-            raise ValueError(f"fade strength must be > 0, got {self.strength}")
+        if not 0 < self.start < 1:
+            raise ValueError(f"the starting fade rate must be in (0, 1), got {self.start}")
 
     def eta(self, step: int) -> float:
         if step >= self.ramp_steps:
             return 1.0
-        return min(1.0, self.strength * step / self.ramp_steps ** 2)
+        return self.start ** (1 - step / self.ramp_steps)
 
     def held(self, step: int) -> bool:
         """Past the ramp: the planned groups are exactly zero and the plan is final."""
@@ -88,6 +89,7 @@ class TargetSparsityHook(SparsityHook):
         self.start_mass: float | None = None
         self.fade: FadeSchedule | None = None
         self._targets: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._ema_targets: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- the plan -----------------------------------------------------------------------
     def _plan(self, trainer) -> CutPlan:
@@ -99,11 +101,13 @@ class TargetSparsityHook(SparsityHook):
 
     def _set_plan(self, trainer, plan: CutPlan) -> None:
         self.plan = plan
-        self._targets = []
-        models = [trainer.model] + ([trainer.ema.module] if trainer.ema is not None else [])
-        for model in models:
-            for bn, idx, _ in plan.groups(model):
-                self._targets += [(bn.weight, idx), (bn.bias, idx)]
+        self._targets = self._tensors(trainer.model, plan)
+        self._ema_targets = (self._tensors(trainer.ema.module, plan) if trainer.ema is not None
+                             else [])
+
+    @staticmethod
+    def _tensors(model, plan: CutPlan) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(t, idx) for bn, idx, _ in plan.groups(model) for t in (bn.weight, bn.bias)]
 
     def describe(self, trainer) -> None:
         pass  # the plan is described once chosen
@@ -127,9 +131,14 @@ class TargetSparsityHook(SparsityHook):
         pass  # no L1: the planned groups fade in after_step, the kept ones are left alone
 
     def after_step(self, trainer) -> None:
+        """Fade the raw model's planned groups. The EMA copy averages them like every other
+        weight while they fade (shrinking it alone would pair faded channels with kept ones
+        that still expect them); once they are held at zero, so is the EMA's copy, which
+        else would trail them for the average's ~1000 steps."""
         keep = 1.0 - self.fade.eta(trainer.iteration)
+        held = self.fade.held(trainer.iteration)
         with torch.no_grad():
-            for tensor, idx in self._targets:
+            for tensor, idx in self._targets + (self._ema_targets if held else []):
                 tensor[idx] = tensor[idx] * keep
 
     # -- readiness ----------------------------------------------------------------------
