@@ -14,8 +14,8 @@ import sys
 
 # Sub-commands in the order a user meets them.
 COMMANDS = [
-    "info", "train", "eval", "analyze", "prune", "sparse", "finetune", "compare", "export",
-    "detect", "pipeline",
+    "info", "convert", "partial", "train", "eval", "analyze", "prune", "sparse", "finetune",
+    "compare", "export", "detect", "pipeline",
 ]
 
 DESCRIPTION = "Slim Res2Net-YOLOv3 detectors: build, train, sparsify, prune, fine-tune and compare."

@@ -11,9 +11,24 @@ detections with score > --conf-thres after class-aware NMS at --iou-thres, and c
 COCO-standard mAP@.5 and mAP@.5:.95 (pycocotools, boxes mapped back to original image pixels)
 with a per-class breakdown.
 
+--metric darknet also prints mAP@.5 as AlexeyAB Darknet's `./darknet detector map` computes it
+(src/detector.c, validate_detector_map), from the same forward passes: detections with
+objectness x class probability > 0.005 after per-class NMS at IoU 0.45; per image each
+detection takes its class's truth of highest IoU when IoU > 0.5, and over the score-ranked
+list a truth counts once (later hits are false positives). With P[k], R[k] the precision
+and recall after the k-th of a class's n detections (by score, k = 0..n-1),
+  AP = sum over k < n-1 of (R[k+1] - R[k]) * max(P[j] for j >= k)  +  R[0] * max(P)
+(the area under the precision-recall curve at each unique recall, Darknet's default
+-points 0), mAP = the mean over all classes (a class without truth counts 0; COCO leaves it
+out); precision, recall, F1 and average IoU at -thresh 0.25. Per-class lines as Darknet
+prints them; --json gains "darknet_map50". Images are letterboxed here, as everywhere in this
+project; Darknet stretches them unless the cfg says letter_box=1.
+
 examples:
   python main.py eval --cfg cfgs/demo.cfg --weights runs/train/best.weights
-  python main.py eval --cfg my.cfg --weights my.weights --data coco.yaml --img-size 416 --json"""
+  python main.py eval --cfg my.cfg --weights my.weights --data coco.yaml --img-size 416 --json
+  python main.py eval --cfg yolov3-voc.cfg --weights w.weights --data voc/data.yaml \\
+      --img-size 416 --metric darknet"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,8 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=None,
                    help="data loader processes (default: 0 on CPU, up to 8 with CUDA)")
+    p.add_argument("--metric", choices=("coco", "darknet"), default="coco",
+                   help="coco, or darknet: also Darknet's detector-map mAP@.5 (see above) "
+                        "(default: coco)")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object: map50, map, per_class, images, seconds")
+                   help="print one JSON object: map50, map, per_class, images, seconds "
+                        "(with --metric darknet: darknet_map50 too)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,16 +60,20 @@ def run(args: argparse.Namespace) -> int:
     from engine.data import skipped_summary
     from engine.evaluator import evaluate
     from evaluation import format_map_table
+    from evaluation.darknet_map import format_darknet_map
 
     check_img_size(args.img_size)
     cfg = parse_cfg(args.cfg)
     cfg.require_heads("main.py eval")
     model = Darknet(cfg, args.weights)
     result = evaluate(model, args.data, args.img_size, args.batch_size, args.conf_thres,
-                      args.iou_thres, args.device, args.workers)
+                      args.iou_thres, args.device, args.workers,
+                      darknet=args.metric == "darknet")
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
+        if result.darknet:
+            print(format_darknet_map(result.darknet), end="\n\n")
         print(format_map_table(result.coco))
         print(f"{result.images} images at {result.img_size} px in {result.seconds:.1f}s")
         if result.skipped:

@@ -38,6 +38,11 @@ what a run started with the new values would have there (warm-up, then cosine fr
 rises again). --device, --workers and --no-progress may change too; any other flag that
 differs from the run's is refused by name, and so is another command (train on a sparse run).
 
+Pretrained weights: --weights darknet53.conv.74 loads layers 0-73 of the cfg (a file named
+*.conv.N, or any file with --cutoff N: what `darknet partial` and `main.py partial` write);
+--weights yolov3.weights --transfer loads an 80-class model into a cfg with other classes:
+every layer but the [yolo] head convs, which start from the random init. The log says which.
+
 Several processes: torchrun --nproc_per_node=N main.py train ... runs DistributedDataParallel
 (NCCL on GPUs with SyncBatchNorm, gloo on CPU); --batch-size is the total over processes.
 
@@ -45,6 +50,8 @@ examples:
   python main.py train
   python main.py train --cfg cfgs/res2net-yolov3.cfg --data coco.yaml --img-size 416 \\
       --batch-size 64 --epochs 100 --device cuda --out runs/coco
+  python main.py train --cfg yolov3-voc.cfg --data voc.yaml --weights darknet53.conv.74
+  python main.py train --cfg yolov3-voc.cfg --data voc.yaml --weights yolov3.weights --transfer
   python main.py train --resume --out runs/coco"""
 
 DEFAULT_CFG = "cfgs/demo.cfg"  # relative to the project, not to the working directory
@@ -68,7 +75,15 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                    help="data .yaml (path/train/val/names), Darknet .data file, or 'demo' "
                         "(default: demo)")
     p.add_argument("--weights", default=None,
-                   help="Darknet .weights to start from (default: random init)")
+                   help="Darknet .weights to start from (default: random init); a file "
+                        "named *.conv.N holds layers 0..N-1 (darknet partial) and loads as "
+                        "--cutoff N")
+    p.add_argument("--cutoff", type=int, default=None, metavar="N",
+                   help="--weights holds only layers 0..N-1 (`main.py partial`, "
+                        "darknet53.conv.74); the rest keep their initialisation")
+    p.add_argument("--transfer", action="store_true",
+                   help="--weights comes from a model with other [yolo] heads (another "
+                        "class count): load every other layer, re-initialise the head convs")
     p.add_argument("--epochs", type=int, default=d["epochs"],
                    help=f"number of epochs (default: {d['epochs']})")
     p.add_argument("--img-size", type=int, default=d["img_size"],
@@ -122,10 +137,14 @@ def train(args: argparse.Namespace, build_hooks: HookFactory | None = None,
         spec = replace(spec, config=replace(
             spec.config, **{field: getattr(args, flag) for flag, field in HONOURED.items()}))
     else:
+        if (args.cutoff is not None or args.transfer) and not args.weights:
+            from common.errors import UserError
+
+            raise UserError("--cutoff and --transfer say how to read --weights; give --weights")
         cfg = args.cfg if args.cfg is not None else str(PROJECT / DEFAULT_CFG)
         spec = RunSpec(cfg=cfg, data=args.data, out_dir=Path(args.out or default_out),
                        numbered=args.out is None, config=_config(args), weights=args.weights,
-                       command=args.command)
+                       cutoff=args.cutoff, transfer=args.transfer, command=args.command)
     hooks = tuple(build_hooks(args)) if build_hooks else ()
     spec = replace(spec, record=_record(args), hooks=hooks, device=args.device,
                    workers=args.workers, progress=not args.no_progress)

@@ -79,8 +79,10 @@ class Darknet(nn.Module):
             for conv, bn in layer.conv_bn_pairs():
                 yield index, conv, bn
 
-    def load_weights(self, path: str | Path) -> None:
-        self.header = load_weights(self, path)
+    def load_weights(self, path: str | Path, cutoff: int | None = None) -> None:
+        """Fill the model (layers 0..cutoff-1 with a cutoff) from a Darknet weights file."""
+        self.header = load_weights(self, path, cutoff)
 
-    def save_weights(self, path: str | Path, header: WeightsHeader | None = None) -> None:
-        save_weights(self, path, header)
+    def save_weights(self, path: str | Path, header: WeightsHeader | None = None,
+                     cutoff: int | None = None) -> None:
+        save_weights(self, path, header, cutoff)

@@ -71,6 +71,9 @@ def build_data(spec: DataSpec, img_size: int, augment: AugmentConfig | None = No
     val, skipped = _split(spec, "val", img_size, augment=False)
     train_set = val
     if train:
+        if not spec.train:
+            raise DataError(f"{spec.source}: no train split (a data yaml with only val "
+                            "serves eval, not training)")
         train_set, more = _split(spec, "train", img_size, augment=True, hyp=augment)
         skipped += more
     return DetectionData(train_set, val, spec.names, skipped)

@@ -36,6 +36,7 @@ from torch import nn
 from common.boxes import cxcywh_to_xyxy
 from common.errors import UserError
 from evaluation import ClassAP, MapAccumulator, MapResult, postprocess
+from evaluation.darknet_map import DarknetMapAccumulator, DarknetMapResult
 from yolodata import Batch, DataSpec, Letterbox
 
 
@@ -61,6 +62,7 @@ class Evaluation:
     img_size: int
     seconds: float
     skipped: tuple[tuple[str, str], ...] = ()  # (image, reason) of unreadable images left out
+    darknet: DarknetMapResult | None = None  # with evaluate(..., darknet=True)
 
     @property
     def map50(self) -> float:
@@ -77,6 +79,7 @@ class Evaluation:
     def as_dict(self) -> dict[str, Any]:
         """The JSON object ``main.py eval --json`` prints."""
         return {"map50": self.map50, "map": self.map,
+                **({"darknet_map50": self.darknet.map50} if self.darknet else {}),
                 "per_class": {name: {"ap50": c.ap50, "ap": c.ap, "n_gt": c.n_gt}
                               for name, c in self.per_class.items()},
                 "images": self.images, "skipped": len(self.skipped),
@@ -125,30 +128,42 @@ def evaluate_batches(
     iou_thres: float = 0.6,
     max_det: int = 300,
     amp: bool = False,
+    darknet: DarknetMapAccumulator | None = None,
 ) -> MapResult:
     """mAP@.5 and mAP@.5:.95 of ``model`` (a module or a predictor) over ``batches``
-    (``yolodata.collate`` output). A module is put in eval mode for the pass and restored."""
+    (``yolodata.collate`` output). A module is put in eval mode for the pass and restored.
+
+    ``darknet``: also fed, from the same forward passes, with detections post-processed as
+    Darknet's ``detector map`` does (its own confidence and NMS thresholds, no top-k); call
+    its ``compute()`` afterwards."""
     acc = MapAccumulator(class_names)
     with torch_predictor(model, device, amp) as predict:
         for batch in batches:
-            dets = postprocess(torch.as_tensor(predict(batch.images)), conf_thres, iou_thres,
-                               max_det)
-            size = batch.images.shape[-1]
-            targets = batch.targets
-            for i, det in enumerate(dets):
-                lb = Letterbox.fit(batch.orig_hw[i], size)
-                det = det.cpu()
-                gt = targets[targets[:, 0] == i]
-                gt_xyxy = lb.to_original(cxcywh_to_xyxy(gt[:, 2:6]) * size)
-                acc.update(torch.cat((lb.to_original(det[:, :4]), det[:, 4:6]), 1),
-                           torch.cat((gt[:, 1:2], gt_xyxy), 1), batch.orig_hw[i])
+            pred = torch.as_tensor(predict(batch.images))
+            _feed(acc, postprocess(pred, conf_thres, iou_thres, max_det), batch)
+            if darknet is not None:
+                _feed(darknet, postprocess(pred, darknet.conf_thres, darknet.iou_thres,
+                                           max_det=30000), batch)
     return acc.compute()
+
+
+def _feed(acc, dets: list[torch.Tensor], batch: Batch) -> None:
+    """Each image's detections and ground truth, in original image pixels, into ``acc``."""
+    size = batch.images.shape[-1]
+    targets = batch.targets
+    for i, det in enumerate(dets):
+        lb = Letterbox.fit(batch.orig_hw[i], size)
+        det = det.cpu()
+        gt = targets[targets[:, 0] == i]
+        gt_xyxy = lb.to_original(cxcywh_to_xyxy(gt[:, 2:6]) * size)
+        acc.update(torch.cat((lb.to_original(det[:, :4]), det[:, 4:6]), 1),
+                   torch.cat((gt[:, 1:2], gt_xyxy), 1), batch.orig_hw[i])
 
 
 def evaluate(model: nn.Module | Predictor, data: str | Path | DataSpec = "demo",
              img_size: int | None = None, batch_size: int = 32, conf_thres: float = 0.001,
              iou_thres: float = 0.6, device: str | None = None,
-             workers: int | None = None) -> Evaluation:
+             workers: int | None = None, darknet: bool = False) -> Evaluation:
     """COCO mAP of ``model`` on the val split of ``data`` (a data yaml, a Darknet ``.data``
     file, ``"demo"`` or a loaded ``DataSpec``), letterboxed to ``img_size`` (default: a
     ``Darknet``'s cfg height; a predictor must be given one).
@@ -156,6 +171,7 @@ def evaluate(model: nn.Module | Predictor, data: str | Path | DataSpec = "demo",
     ``model``: a ``Darknet`` (or any module with its eval forward), run on ``device`` (None:
     CUDA when available, with AMP), or a :class:`Predictor` (see the module docstring).
     ``workers``: loader processes (None: 0 on the CPU, up to 8 with CUDA).
+    ``darknet``: also Darknet's ``detector map`` mAP@.5 (``evaluation.darknet_map``).
     """
     from engine.data import EpochLoader, load_data
     from engine.distributed import DistInfo, loader_workers, select_device
@@ -172,10 +188,11 @@ def evaluate(model: nn.Module | Predictor, data: str | Path | DataSpec = "demo",
     if isinstance(model, nn.Module):
         model.to(torch_device)
     start = time.perf_counter()
+    extra = DarknetMapAccumulator(loaded.names) if darknet else None
     result = evaluate_batches(model, loader, loaded.names, torch_device, conf_thres, iou_thres,
-                              amp=torch_device.type == "cuda")
+                              amp=torch_device.type == "cuda", darknet=extra)
     return Evaluation(result, len(loaded.val), img_size, time.perf_counter() - start,
-                      loaded.skipped)
+                      loaded.skipped, extra.compute() if extra else None)
 
 
 def _cfg_height(model: nn.Module | Predictor) -> int:

@@ -4,7 +4,7 @@ A cut (blocks removed, channels removed with their ``act(beta)`` folded downstre
 what every later BatchNorm sees, but its running mean/var are still the dense model's. Running
 a few hundred training images through the slim model, with no gradients and no weight changed,
 and letting each BN re-estimate its statistics is NNCF's "batchnorm adaptation" and EagleEye's
-"adaptive BN" (DESIGN.md section 9). It makes the model right after a cut, and candidate cuts
+"adaptive BN" (Li et al., ECCV 2020). It makes the model right after a cut, and candidate cuts
 compared with each other (``prune.sensitivity``), score what their weights can do.
 
 Only the BatchNorms run in train mode; every other module stays in eval mode, so nothing else

@@ -5,7 +5,7 @@ Layer pruning's field criterion ranks blocks by the mean |gamma| of the BN befor
 (``prune.block_cut.cut_blocks``, its ``act(beta)`` folded as ``prune`` folds it), the cut
 model's BatchNorms are recalibrated (``prune.recalibrate``) and its YOLO loss is measured on a
 calibration set; a block's sensitivity is that loss less the dense model's, recalibrated on the
-same images (PaddleSlim's and NNI's sensitivity analysis, DESIGN.md section 9).
+same images (the sensitivity analysis of PaddleSlim and NNI).
 ``prune --block-ranking sensitivity`` removes the least sensitive blocks first.
 
 Per prunable layer, at a few ratios r, the same is measured with the r lowest-|gamma| share of

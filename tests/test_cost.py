@@ -7,7 +7,7 @@ import re
 import pytest
 import thop
 import torch
-from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
+from helpers import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
 
 from darknet import Darknet, parse_cfg
 from darknet.cost import COST_RULES, network_cost

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from darknet import Darknet
 from darknet.cost import network_cost

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, randomize_bn
+from helpers import ROOT, randomize_bn
 
 import main
 from darknet import Darknet
@@ -18,11 +18,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from yolodata import ensure_demo_dataset
-
-    root = tmp_path_factory.mktemp("demo")
-    return ensure_demo_dataset(root=root, n_train=12, n_val=4, img_size=64, seed=3)
+def data(make_demo_data):
+    return make_demo_data(seed=3, n_train=12)
 
 
 @pytest.fixture(scope="module")

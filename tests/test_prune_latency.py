@@ -12,8 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
-from test_prune_criterion import TWO_SCALES
+from helpers import ROOT, TWO_SCALES
 
 from darknet import Darknet, parse_cfg_text
 from darknet.cost import network_cost

@@ -5,11 +5,11 @@ import copy
 
 import pytest
 import torch
+from helpers import ROOT, images, randomize_bn
 from torch import nn
 
 from darknet import Darknet
 from prune.recalibrate import recalibrate_bn, tracked_batchnorms
-from tests.conftest import ROOT, images, randomize_bn
 
 TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
 

@@ -6,13 +6,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, images, randomize_bn
 
 import charts
 from darknet import Darknet
 from prune import PruneError, PruneSettings, prune_model
 from prune.blocks import find_blocks
 from prune.sensitivity import BlockSensitivity, Sensitivity, measure
-from tests.conftest import ROOT, images, randomize_bn
 from yolodata import Batch
 
 TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"  # 3 removable [res2net] blocks, 2 classes

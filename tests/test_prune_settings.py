@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields, replace
 
 import pytest
-from conftest import ROOT, TINY_CFGS
+from helpers import ROOT, TINY_CFGS
 
 from commands import build_parser
 from prune import MinKeep, PruneError, PruneSettings, Scope

@@ -7,7 +7,7 @@ import re
 import shlex
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from commands import parse_args
 

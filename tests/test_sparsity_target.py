@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import ROOT, calibrate, randomize_bn
+from helpers import ROOT, calibrate, randomize_bn
 
 from darknet import Darknet
 from prune import PruneSettings, prune_model
