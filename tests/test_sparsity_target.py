@@ -181,14 +181,13 @@ def test_plan_mass_and_diff():
 
 
 @pytest.mark.e2e
-def test_a_sparse_run_reports_the_mAP_prune_then_gets(tmp_path, capsys):
+def test_a_sparse_run_reports_the_mAP_prune_then_gets(tmp_path, capsys, make_demo_data):
     """sparse (target) for 2 epochs with the plan held at zero for the last one: its last
     masked mAP is the unmasked one, and prune of its weights with the same flags cuts a model
     that `eval` scores the same (BN recalibrated in neither)."""
     from main import main
-    from yolodata import ensure_demo_dataset
 
-    data = ensure_demo_dataset(root=tmp_path / "demo", n_train=16, n_val=8, img_size=64, seed=1)
+    data = make_demo_data(seed=1, n_train=16, n_val=8)
     dense = tmp_path / "dense.weights"
     torch.manual_seed(0)
     model = Darknet(DEMO)
