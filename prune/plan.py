@@ -99,6 +99,48 @@ def plan_cut(model: Darknet, settings: PruneSettings, img_size: int | None = Non
     return CutPlan.of(model, report)
 
 
+def consumer_inputs(model: Darknet, plan: CutPlan, size: int = 64) -> dict[str, torch.Tensor]:
+    """Per conv module name, the input channels that read only what the plan removes.
+
+    Found by running the model with the planned gammas and betas zeroed: a removed channel
+    then carries exactly zero (leaky(0) = 0) through every route, split, concat and
+    upsample, so a conv input channel that is zero everywhere on a random batch, and is not
+    in the model as it is, reads removed channels only. These are the weights the slim model
+    drops with them; left alone, training grows them to make up for the fading channels.
+    """
+    probe = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for bn, idx, _ in plan.groups(probe):
+            bn.weight[idx] = 0
+            bn.bias[idx] = 0
+    x = torch.rand(2, model.cfg.net.channels, size, size,
+                   generator=torch.Generator().manual_seed(0))
+    dead: dict[str, torch.Tensor] = {}
+
+    def record(name):
+        def hook(conv, inputs, output):
+            dead[name] = inputs[0].abs().amax(dim=(0, 2, 3)) == 0
+        return hook
+
+    convs = [(n, m) for n, m in probe.named_modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(record(n)) for n, m in convs]
+    with torch.no_grad():
+        probe(x.to(next(probe.parameters()).device))
+        dead_before = dict(dead)
+        dead.clear()
+        for h in handles:
+            h.remove()
+        handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules()
+                   if isinstance(m, nn.Conv2d)]
+        was_training = model.training
+        model.eval()(x.to(next(model.parameters()).device))
+        model.train(was_training)
+    for h in handles:
+        h.remove()
+    return {n: torch.nonzero(d & ~dead[n]).flatten() for n, d in dead_before.items()
+            if (d & ~dead[n]).any()}
+
+
 def masked_model(model: Darknet, plan: CutPlan) -> Darknet:
     """A copy of ``model`` computing what the cut leaves: removed channels' gammas zeroed,
     removed blocks' pre-add BN gamma and beta zeroed."""

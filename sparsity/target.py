@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from prune.plan import CutPlan, masked_model, plan_cut
+from prune.plan import CutPlan, consumer_inputs, masked_model, plan_cut
 from prune.settings import PruneSettings
 
 from .hook import SparsityHook
@@ -101,13 +101,23 @@ class TargetSparsityHook(SparsityHook):
 
     def _set_plan(self, trainer, plan: CutPlan) -> None:
         self.plan = plan
-        self._targets = self._tensors(trainer.model, plan)
-        self._ema_targets = (self._tensors(trainer.ema.module, plan) if trainer.ema is not None
-                             else [])
+        readers = consumer_inputs(trainer.eval_model, plan, min(self.img_size, 64))
+        self._targets = self._tensors(trainer.model, plan, readers)
+        self._ema_targets = (self._tensors(trainer.ema.module, plan, readers)
+                             if trainer.ema is not None else [])
 
     @staticmethod
-    def _tensors(model, plan: CutPlan) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(t, idx) for bn, idx, _ in plan.groups(model) for t in (bn.weight, bn.bias)]
+    def _tensors(model, plan: CutPlan, readers: dict[str, torch.Tensor]) -> list[tuple]:
+        """(tensor, index) pairs that fade: the planned BNs' gammas and betas, and the input
+        channels of the convs that read them (``prune.plan.consumer_inputs``: the group's
+        other side, which the slim model drops too)."""
+        pairs: list[tuple] = [(t, idx) for bn, idx, _ in plan.groups(model)
+                              for t in (bn.weight, bn.bias)]
+        modules = dict(model.named_modules())
+        for name, idx in readers.items():
+            weight = modules[name].weight
+            pairs.append((weight, (slice(None), idx.to(weight.device))))
+        return pairs
 
     def describe(self, trainer) -> None:
         pass  # the plan is described once chosen
