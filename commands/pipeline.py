@@ -27,11 +27,12 @@ DESCRIPTION = """Run every step of the slimming workflow as the same `main.py` c
 would type (each is printed before it runs), each stage in its own folder under --out:
 
   dense/     main.py train      dense model                  (best.weights)
-  sparse/    main.py sparse     L1 on prunable gammas        (last.weights, gamma_hist.png
-                                                               with the --ratio cut marked)
+  sparse/    main.py sparse     fades out the planned cut    (last.weights, gamma_hist.png
+                                                               with the plan marked)
   prune/     main.py prune      blocks, then channels out    (pruned.cfg, pruned.weights,
                                                                prune_report.json/.png)
-  finetune/  main.py finetune   the slim model recovers      (best.weights)
+  finetune/  main.py finetune   the slim model, distilled    (best.weights)
+                                from the dense one
   compare/   main.py compare    dense, sparse, pruned, finetuned (compare.md/.json/.png)
 
 Interrupted at any moment (ctrl-C, kill -9), the same command continues: --out's
@@ -40,7 +41,12 @@ a training stage continues from its last completed epoch; prune and compare star
 manifest also keeps the settings, and a run with different ones is refused. A second
 pipeline on the same --out while one runs is refused, naming its pid (--wait: wait for it).
 
-With no arguments: the demo cfg on the built-in demo dataset, about 50 minutes on 2 CPU
+The sparse stage is told the prune stage's flags and fades out exactly the channels and
+blocks they remove (`main.py sparse --penalty target`), so the cut costs (almost) no mAP and
+the fine-tune, with the dense model as its teacher, only has to polish; --penalty l1 is
+network slimming's uniform L1 instead, --no-distill fine-tunes without a teacher.
+
+With no arguments: the demo cfg on the built-in demo dataset, about 35 minutes on 2 CPU
 cores. Its prune stage is the demo's default, chosen on the demo: remove 2 blocks, then
 channels ranked by the onnxruntime latency they cost, until at most 0.14x of the parameters
 are left (--layers 2 --ranking latency --target-params 0.14x); --ratio or another --target-*
@@ -79,14 +85,19 @@ def add_arguments(p) -> None:
     add_prune_settings(p, PRUNE_SETTINGS, defaults=DEMO_PRUNE, unset={
         "target_params": f"{DEMO_BUDGET['target_params']} unless --ratio or another --target-* "
                          "is given"})
-    p.add_argument("--s", type=float, default=0.01, help="sparsity rate (default: 0.01)")
+    p.add_argument("--penalty", choices=("target", "l1"), default="target",
+                   help="the sparse stage's penalty: target fades out exactly what the prune "
+                        "stage will remove; l1 is network slimming's (default: target)")
+    p.add_argument("--s", type=float, default=0.01,
+                   help="--penalty l1: sparsity rate (default: 0.01)")
     for stage, command in (("dense", "train"), ("sparse", "sparse"), ("finetune", "finetune")):
         own = DEMO_EPOCHS.get(stage)
         shown = own if own is not None else f"`main.py {command}`'s"
         p.add_argument(f"--{stage}-epochs", type=int, default=own,
                        help=f"epochs of the {stage} stage (default: {shown})")
-    p.add_argument("--distill", action="store_true",
-                   help="fine-tune with distillation from the dense model")
+    p.add_argument("--no-distill", dest="distill", action="store_false",
+                   help="fine-tune without distillation (default: the dense model is the "
+                        "fine-tune's teacher)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=None,
@@ -125,7 +136,7 @@ class Paths:
         return self.root / PIPELINE_MANIFEST
 
 
-SETTINGS = ("cfg", "data", "weights", "img_size", *PRUNE_SETTINGS, "s",
+SETTINGS = ("cfg", "data", "weights", "img_size", *PRUNE_SETTINGS, "penalty", "s",
             "dense_epochs", "sparse_epochs", "finetune_epochs", "distill")
 
 
@@ -141,15 +152,18 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
         return ["train", "--cfg", args.cfg, *start, *_epochs(args.dense_epochs),
                 "--out", str(p.dense), *common, *device]
     if stage == "sparse":
+        if args.penalty == "l1":
+            penalty = ["--penalty", "l1", "--s", str(args.s), "--scope", args.scope,
+                       "--prune-ratio", str(args.ratio)]
+        else:  # the plan: the very flags the prune stage gets
+            penalty = ["--penalty", "target", *prune_argv(args)]
         return ["sparse", "--cfg", dense_cfg, "--weights", str(p.dense / BEST_WEIGHTS),
-                "--s", str(args.s), "--scope", args.scope, "--prune-ratio", str(args.ratio),
-                *_epochs(args.sparse_epochs),
+                *penalty, *_epochs(args.sparse_epochs),
                 "--out", str(p.sparse), *common, *device]
-    if stage == "prune":
-        settings = prune_settings(args)
-        names = [n for n in PRUNE_SETTINGS if n != "ratio" or settings.budget is None]
+    if stage == "prune":  # --data: BN statistics recalibrated on training images after the cut
         return ["prune", "--cfg", dense_cfg, "--weights", str(p.sparse / LAST_WEIGHTS),
-                *settings.argv(names), "--img-size", str(args.img_size), "--out", str(p.prune)]
+                *prune_argv(args), "--data", args.data, "--img-size", str(args.img_size),
+                "--out", str(p.prune)]
     if stage == "finetune":
         teacher = (["--teacher-cfg", dense_cfg, "--teacher-weights",
                     str(p.dense / BEST_WEIGHTS)] if args.distill else [])
@@ -162,6 +176,13 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
             "--model", f"finetuned={pruned_cfg},{p.finetune / BEST_WEIGHTS}",
             "--data", args.data, "--img-size", str(args.img_size), *workers,
             "--out", str(p.compare)]
+
+
+def prune_argv(args) -> list[str]:
+    """The prune flags of a pipeline run, as its sparse (target) and prune stages get them."""
+    settings = prune_settings(args)
+    names = [n for n in PRUNE_SETTINGS if n != "ratio" or settings.budget is None]
+    return settings.argv(names)
 
 
 def prune_settings(args) -> PruneSettings:

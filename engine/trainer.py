@@ -173,6 +173,7 @@ class Trainer:
         self.best: tuple[float, float] | None = None  # (map, map50) of best.weights
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.stopped: str | None = None  # why a hook ended the run early
 
     def _loaders(self, workers: int) -> tuple[EpochLoader, EpochLoader]:
         cfg, data, dist = self.config, self.data, self.dist
@@ -205,6 +206,21 @@ class Trainer:
         return self.optim.optimizer
 
     @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def evaluate(self, model: Darknet) -> tuple[float, float]:
+        """(mAP@.5, mAP@.5:.95) of ``model`` on the run's val split, as the epochs measure."""
+        cfg = self.config
+        res = evaluate_batches(model, self.val_loader, self.data.names, self.device,
+                               cfg.conf_thres, cfg.iou_thres, amp=self.amp)
+        return res.map50, res.map
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current epoch (its files are written as usual)."""
+        self.stopped = reason
+
+    @property
     def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         return self.optim.scheduler
 
@@ -220,8 +236,10 @@ class Trainer:
                 self.writer.write_epoch(self.state_dict(), self.eval_model, checkpoint=False)
         for hook in self.hooks:
             hook.on_train_start(self)
-        while self.epoch < self.config.epochs:
+        while self.epoch < self.config.epochs and not self.stopped:
             self._run_epoch(self.epoch)
+            if self.stopped:
+                self.log(f"stopped after epoch {self.epoch}: {self.stopped}")
         for hook in self.hooks:
             hook.on_train_end(self)
         return self.history
@@ -254,6 +272,7 @@ class Trainer:
             "best": self.best,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            "stopped": self.stopped,
             "hooks": {h.name: h.state_dict() for h in self.hooks},
             "config": self.config.as_dict(),
             "rng": rng_state(),
@@ -273,6 +292,7 @@ class Trainer:
         self.best = tuple(state["best"]) if state["best"] is not None else None
         self.best_epoch = state["best_epoch"]
         self.history = list(state["history"])
+        self.stopped = state.get("stopped")
         for hook in self.hooks:
             hook.load_state_dict(state["hooks"].get(hook.name, {}))
         set_rng_state(state["rng"])

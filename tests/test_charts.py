@@ -219,7 +219,8 @@ def test_gamma_legend_names_every_epoch_when_few_else_first_middle_last(n, shown
 def test_sparse_cli_refuses_a_bad_prune_ratio(tmp_path, capsys):
     import main
 
-    assert main.main(["sparse", "--prune-ratio", "1", "--out", str(tmp_path / "s")]) == 2
+    assert main.main(["sparse", "--penalty", "l1", "--prune-ratio", "1",
+                      "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err == "error: --prune-ratio must be in [0, 1), got 1.0\n"
     assert not (tmp_path / "s").exists()
 
@@ -228,7 +229,7 @@ def test_pipeline_passes_its_ratio_to_sparse_as_the_drawn_cut():
     from commands import build_parser
     from commands.pipeline import Paths, stage_argv
 
-    args = build_parser().parse_args(["pipeline", "--ratio", "0.3"])
+    args = build_parser().parse_args(["pipeline", "--penalty", "l1", "--ratio", "0.3"])
     argv = stage_argv("sparse", args, Paths(ROOT / "runs" / "x"))
     assert build_parser().parse_args(argv).prune_ratio == 0.3
 

@@ -233,7 +233,8 @@ def test_resume_of_a_finished_run_with_more_epochs_trains_them(demo_data, tmp_pa
 def test_resume_refuses_another_command_and_changed_flags_and_replays_the_rest(
         demo_data, tmp_path, capsys):
     sparse, tuned = tmp_path / "sparse", tmp_path / "finetune"
-    sparse_argv = ["sparse", *train_argv(demo_data)[1:], "--s", "0.02", "--out", str(sparse)]
+    sparse_argv = ["sparse", *train_argv(demo_data)[1:], "--penalty", "l1", "--s", "0.02",
+                   "--out", str(sparse)]
     assert main.main(sparse_argv) == 0
     teacher = ["--teacher-cfg", str(DEMO), "--teacher-weights", str(sparse / "last.weights")]
     assert main.main(["finetune", *train_argv(demo_data, "--weights",

@@ -180,10 +180,12 @@ def test_compare_rejects_models_with_different_class_counts(tmp_path):
 
 @pytest.mark.e2e
 def test_bad_workflow_input_exits_2(tmp_path):
-    proc = run_main("sparse", "--s", "-0.1", "--out", tmp_path / "s")
+    proc = run_main("sparse", "--penalty", "l1", "--s", "-0.1", "--out", tmp_path / "s")
     assert proc.returncode == 2 and "--s must be >= 0, got -0.1" in proc.stderr
-    proc = run_main("sparse", "--optimizer", "adamw", "--out", tmp_path / "s")
+    proc = run_main("sparse", "--penalty", "l1", "--optimizer", "adamw", "--out", tmp_path / "s")
     assert proc.returncode == 2 and "sparse training needs --optimizer sgd" in proc.stderr
+    proc = run_main("sparse", "--out", tmp_path / "s")  # target: the cut must be named
+    assert proc.returncode == 2 and "give --ratio (channels), --layers" in proc.stderr
     Darknet(TINY).save_weights(tmp_path / "tiny.weights")
     proc = run_main("finetune", "--cfg", DEMO_CFG, "--weights", tmp_path / "tiny.weights",
                     "--out", tmp_path / "f")
@@ -195,7 +197,7 @@ def test_bad_workflow_input_exits_2(tmp_path):
 def test_tiny_pipeline_writes_every_artefact_and_resumes(demo_data, tmp_path):
     out = tmp_path / "pipe"
     args = ["pipeline", "--out", out, "--data", demo_data, "--img-size", 64,
-            "--dense-epochs", 1, "--sparse-epochs", 1, "--finetune-epochs", 1, "--distill",
+            "--dense-epochs", 1, "--sparse-epochs", 1, "--finetune-epochs", 1,
             "--workers", 0]
     proc = run_main(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -255,6 +257,11 @@ def test_pipeline_passes_blocks_budgets_and_ranking_to_prune_and_records_them(tm
     args = parse_args(argv)
     prune_argv = pipeline.stage_argv("prune", args, pipeline.Paths(tmp_path / "pipe"))
     assert "--ratio" not in prune_argv  # the search chooses it
+    sparse_argv = pipeline.stage_argv("sparse", args, pipeline.Paths(tmp_path / "pipe"))
+    assert sparse_argv[sparse_argv.index("--penalty") + 1] == "target"
+    assert settings_of(parse_args(sparse_argv)) == settings_of(parse_args(prune_argv))
+    finetune_argv = pipeline.stage_argv("finetune", args, pipeline.Paths(tmp_path / "pipe"))
+    assert "--teacher-weights" in finetune_argv  # distillation unless --no-distill
     prune_args = parse_args(prune_argv)
     assert settings_of(prune_args) == PruneSettings(  # ratio: the CLI's unset 0
         ratio=0.0, target_gflops="0.2x", layers="auto", ranking="latency", latency_exponent=0.5,
