@@ -253,7 +253,8 @@ def test_pipeline_passes_blocks_budgets_and_ranking_to_prune_and_records_them(tm
     from prune import PruneSettings
 
     argv = ["pipeline", "--out", str(tmp_path / "pipe"), "--target-gflops", "0.2x", "--layers",
-            "auto", "--ranking", "latency", "--latency-exponent", "0.5", "--round-to", "8"]
+            "auto", "--ranking", "latency", "--latency-exponent", "0.5", "--round-to", "8",
+            "--penalty", "target", "--distill"]
     args = parse_args(argv)
     prune_argv = pipeline.stage_argv("prune", args, pipeline.Paths(tmp_path / "pipe"))
     assert "--ratio" not in prune_argv  # the search chooses it
@@ -261,7 +262,7 @@ def test_pipeline_passes_blocks_budgets_and_ranking_to_prune_and_records_them(tm
     assert sparse_argv[sparse_argv.index("--penalty") + 1] == "target"
     assert settings_of(parse_args(sparse_argv)) == settings_of(parse_args(prune_argv))
     finetune_argv = pipeline.stage_argv("finetune", args, pipeline.Paths(tmp_path / "pipe"))
-    assert "--teacher-weights" in finetune_argv  # distillation unless --no-distill
+    assert "--teacher-weights" in finetune_argv  # --distill
     prune_args = parse_args(prune_argv)
     assert settings_of(prune_args) == PruneSettings(  # ratio: the CLI's unset 0
         ratio=0.0, target_gflops="0.2x", layers="auto", ranking="latency", latency_exponent=0.5,
