@@ -7,6 +7,7 @@ never disagree and a user can redraw one from the JSON alone:
     gamma_hist.png     gamma_stats.json      charts.gamma_hist.figure(stats)
     results.png        results.json epochs   charts.results.figure(history)
     prune_report.png   prune_report.json     charts.prune_report.figure(report)
+    sensitivity.png    sensitivity.json      charts.sensitivity.figure(sensitivity)
 
 This module imports no matplotlib: the chart modules are imported on first use, so
 ``main.py --help``, ``import darknet`` and ``import prune`` never load it.

@@ -6,6 +6,10 @@ red dashed line is the last epoch's |gamma| quantile at the pruning ratio: a per
 at that ratio would remove everything left of it. ``prune`` ranks coupled groups by mean
 |gamma| and a FLOPs exponent, so the legend calls it approximate ("~ratio 0.5 cut"). Sparse
 training has done its job when the mass left of the line has collapsed towards zero.
+
+Target-aware sparse training (``sparsity.target``) knows the cut instead: the last epoch's
+planned channels are drawn as a grey area (their share of the channels per bin), and the job
+is done when that area sits at the left edge (|gamma| ~ 0).
 """
 
 from __future__ import annotations
@@ -43,7 +47,11 @@ def figure(stats: dict[str, Any]) -> Figure:
         ax.stairs(epochs[k]["histogram"], edges, color=colormaps["viridis"](shade),
                   lw=2.0 if last else 1.2, label=f"epoch {epochs[k]['epoch']}")
     final = epochs[-1]
-    if "cut" in final:  # gamma_stats.json from before the line existed has no cut
+    if "planned" in final:
+        ax.stairs(final["planned"], edges, fill=True, color="0.6", alpha=0.5,
+                  label=f"planned cut, epoch {final['epoch']} "
+                        f"({sum(final['planned']):.0%} of the channels)")
+    elif "cut" in final:  # gamma_stats.json from before the line existed has no cut
         ax.axvline(min(max(final["cut"], edges[0]), edges[-1]), color="tab:red", ls="--",
                    lw=1.2, label=f"~ratio {final['cut_ratio']:g} cut (|gamma| "
                                  f"{final['cut']:.3g})")

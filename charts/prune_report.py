@@ -113,6 +113,8 @@ def _command(chosen: dict[str, Any]) -> str:
     parts = ["prune", *budget, f"--ratio {chosen['ratio']:g}"]
     if chosen.get("layers"):
         parts.append(f"--layers {chosen['layers']}")
+        if chosen.get("block_ranking", "gamma") != "gamma":
+            parts.append(f"--block-ranking {chosen['block_ranking']}")
     parts.append(ranking_flags(chosen.get("ranking", "gamma"), chosen["flops_exponent"],
                                chosen.get("latency_exponent", 1.0)))
     return " ".join([*parts, f"--scope {chosen['scope']}"])

@@ -14,8 +14,8 @@ import sys
 
 # Sub-commands in the order a user meets them.
 COMMANDS = [
-    "info", "train", "eval", "analyze", "prune", "sparse", "finetune", "compare", "export",
-    "detect", "pipeline",
+    "info", "convert", "partial", "train", "eval", "analyze", "prune", "sparse", "finetune",
+    "compare", "export", "detect", "pipeline",
 ]
 
 DESCRIPTION = "Slim Res2Net-YOLOv3 detectors: build, train, sparsify, prune, fine-tune and compare."
@@ -46,6 +46,25 @@ def check_img_size(size: int | None) -> None:
 
     if size is not None and (size < 32 or size % 32):
         raise UserError(f"--img-size must be a positive multiple of 32, got {size}")
+
+
+CALIBRATION_BATCH = 32  # images per batch of BN recalibration and sensitivity analysis
+
+
+def calibration_batches(data: str, num_classes: int, img_size: int, images: int):
+    """A loader over ``images`` images of ``data``'s train split (a seeded draw, letterboxed to
+    ``img_size``, not augmented; ``engine.data.sample_split``): what BN recalibration and
+    sensitivity analysis run on. Iterating it again gives the same batches."""
+    from common.errors import UserError
+    from engine.data import EpochLoader, sample_split
+    from yolodata import load_spec
+
+    spec = load_spec(data)
+    if spec.num_classes != num_classes:
+        raise UserError(f"{spec.source}: {spec.num_classes} class names but the cfg has "
+                        f"classes={num_classes}")
+    dataset = sample_split(spec, "train", images, img_size)
+    return EpochLoader(dataset, CALIBRATION_BATCH, shuffle=False, workers=0)
 
 
 def parse_args(argv: list[str] | None = None,

@@ -18,7 +18,18 @@ block and every Darknet residual unit (a linear [shortcut] from=-3 after two con
 reads). With --weights (or --random-gammas) each gets its score, the mean |gamma| of the
 BatchNorm right before its add; --layers N removes the N lowest.
 
+With --sensitivity (needs --weights and --data) each block is also measured: cut alone (its
+act(beta) folded, as prune does), the cut model's BatchNorm statistics recalibrated on --images
+train images of --data (a seeded draw, no augmentation), and the YOLO loss per image measured
+on the same images; a block's sensitivity is that loss less the dense model's (recalibrated
+alike). --layer-ratios 0.25,0.5,0.75 measures each prunable layer too, with that share of its
+channels (lowest mean |gamma| first; residual chains left out) masked: gamma and beta zeroed.
+OUT/sensitivity.json holds the figures and OUT/sensitivity.png draws them, least harmful
+first; `prune --block-ranking sensitivity --sensitivity OUT/sensitivity.json` removes blocks in
+that order. About 2 s per block on the demo (2 cores).
+
 example:
+  python main.py analyze --cfg cfgs/demo.cfg --weights dense.weights --sensitivity --data demo
   python main.py analyze --cfg cfgs/res2net-yolov3.cfg
   python main.py analyze --cfg cfgs/demo.cfg --weights sparse.weights
   python main.py analyze --cfg tests/cfgs/tiny-res2net.cfg --json"""
@@ -31,6 +42,35 @@ def add_arguments(p):
     src.add_argument("--weights", help="Darknet .weights: score the removable blocks")
     src.add_argument("--random-gammas", type=int, metavar="SEED",
                      help="score the blocks on a random init with gammas ~ U(0, 1)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="measure the loss increase of removing each block (needs --weights and "
+                        "--data); write OUT/sensitivity.json and .png")
+    p.add_argument("--data", default=None,
+                   help="data .yaml, Darknet .data file or 'demo': the calibration images of "
+                        "--sensitivity come from its train split (default: none)")
+    p.add_argument("--images", type=int, default=256, metavar="N",
+                   help="calibration images of --sensitivity (default: 256)")
+    p.add_argument("--layer-ratios", default="", metavar="R,R,..",
+                   help="--sensitivity also masks each prunable layer's lowest-|gamma| share R "
+                        "of its channels, for each R, e.g. 0.25,0.5,0.75 (the demo: 66 more "
+                        "measurements) (default: blocks only)")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="where --sensitivity runs (default: cuda when available)")
+    p.add_argument("--out", default="runs/sensitivity",
+                   help="folder of sensitivity.json/.png (default: runs/sensitivity)")
+
+
+def layer_ratios(text: str) -> tuple[float, ...]:
+    """--layer-ratios: comma-separated fractions in (0, 1), or '' for none."""
+    from common.errors import UserError
+
+    try:
+        ratios = tuple(float(r) for r in text.split(",") if r.strip())
+    except ValueError:
+        ratios = (-1.0,)
+    if any(not 0 < r < 1 for r in ratios):
+        raise UserError(f"--layer-ratios must be fractions in (0, 1) like 0.25,0.5, got {text!r}")
+    return ratios
 
 
 def _prunable(group) -> str:
@@ -139,14 +179,70 @@ def _scores(args, cfg, blocks):
     return block_scores(model, blocks)
 
 
+def check_sensitivity_args(args) -> None:
+    from common.errors import UserError
+
+    if not args.sensitivity:
+        return
+    if args.weights is None or args.data is None:
+        raise UserError("--sensitivity needs --weights (the model to measure) and --data (its "
+                        "calibration images)")
+    if args.images < 1:
+        raise UserError(f"--images must be >= 1, got {args.images}")
+    layer_ratios(args.layer_ratios)
+
+
+def measure(args, cfg, quiet: bool):
+    """The blocks' sensitivity (``prune.sensitivity``), written to OUT; progress unless
+    ``quiet``."""
+    import charts
+    from commands import calibration_batches
+    from common.io import atomic_write_text, ensure_writable_dir
+    from darknet import Darknet
+    from engine.distributed import select_device
+    from prune.sensitivity import BlockSensitivity, measure
+
+    out = ensure_writable_dir(args.out)
+    device = select_device(args.device)
+    model = Darknet(cfg).eval()
+    model.load_weights(args.weights)
+    model.to(device)
+    batches = calibration_batches(args.data, model.num_classes, cfg.net.height, args.images)
+
+    def progress(done, of, r):
+        if quiet:
+            return
+        what = (f"block at layer {r.layer} [{r.kind}] (mean |gamma| {r.gamma:.4g})"
+                if isinstance(r, BlockSensitivity) else
+                f"layer {r.layer} at ratio {r.ratio:g} ({r.removed} of {r.channels} channels)")
+        print(f"sensitivity {done}/{of}: {what}: loss {r.loss:.4f} ({r.sensitivity:+.4f})",
+              flush=True)
+
+    result = measure(model, batches, layer_ratios(args.layer_ratios), on_result=progress)
+    data = {"cfg": str(cfg.path), "weights": str(args.weights), "data": str(args.data),
+            **result.as_dict()}
+    atomic_write_text(out / "sensitivity.json", json.dumps(data, indent=1) + "\n")
+    charts.write_chart(out / "sensitivity.png", "sensitivity", data)
+    if not quiet:
+        print(f"dense loss {result.dense_loss:.4f} on {result.images} images; wrote "
+              f"{out / 'sensitivity.json'} and .png")
+    return data
+
+
 def run(args) -> int:
     from darknet import parse_cfg
     from prune import analyze
     from prune.blocks import find_blocks
 
+    check_sensitivity_args(args)
     cfg = parse_cfg(args.cfg)
     analysis = analyze(cfg)
     found = find_blocks(cfg, analysis.graph)
     blocks = blocks_list(found, _scores(args, cfg, found))
-    print(json.dumps(as_dict(analysis, blocks)) if args.json else text(analysis, blocks))
+    if not args.json:
+        print(text(analysis, blocks), flush=True)
+    sensitivity = measure(args, cfg, args.json) if args.sensitivity else None
+    if args.json:
+        print(json.dumps({**as_dict(analysis, blocks),
+                          **({"sensitivity": sensitivity} if sensitivity else {})}))
     return 0

@@ -48,18 +48,8 @@ def run(args) -> int:
     from commands import check_img_size
     from common.errors import UserError
     from common.io import ensure_writable_dir
-    from comparison.compare import (
-        ModelSpec,
-        build_rows,
-        format_markdown,
-        load_models,
-        write_report,
-    )
-    from engine.data import EpochLoader, build_data, skipped_summary
-    from engine.evaluator import evaluate
-    from shipping.backends import model_backend
-    from shipping.timing import Timing, measure_latency
-    from yolodata import load_spec
+    from comparison.compare import ModelSpec, Timing, compare, load_models
+    from engine.data import skipped_summary
 
     if (args.workers or 0) < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
@@ -68,25 +58,13 @@ def run(args) -> int:
     check_img_size(args.img_size)
     if args.out:
         ensure_writable_dir(args.out, create=False)  # before the evaluation, not after
-    specs = [ModelSpec.parse(m) for m in args.model]
-    models = load_models(specs)
-    img_size = args.img_size or models[0].cfg.net.height
-    spec = load_spec(args.data)
-    if spec.num_classes != models[0].num_classes:
-        raise UserError(f"{spec.source}: {spec.num_classes} class names but the models detect "
-                        f"{models[0].num_classes} classes")
-    data = build_data(spec, img_size, train=False)
-    loader = EpochLoader(data.val, args.batch_size, shuffle=False, workers=args.workers or 0)
-    maps = [evaluate(model, loader, spec.names) for model in models]
-    # the first readable image (the loader leaves out any that failed to decode)
-    image = next(iter(EpochLoader(data.val, 1, shuffle=False, workers=0))).images
-    backends = [model_backend(model, args.runtime, image) for model in models]
-    latencies = measure_latency(backends, image, Timing(args.runs, args.warmup))
-    rows = build_rows(specs, models, maps, latencies, img_size)
-    print(format_markdown(rows, img_size, args.runtime), end="")
-    if data.skipped:
-        print(skipped_summary(data.skipped))
+    models = load_models([ModelSpec.parse(m) for m in args.model])
+    result = compare(models, args.data, args.runtime, args.img_size, args.batch_size,
+                     Timing(args.runs, args.warmup), args.workers or 0)
+    print(result.markdown, end="")
+    if result.skipped:
+        print(skipped_summary(result.skipped))
     if args.out:
-        paths = write_report(rows, img_size, args.runtime, args.out)
+        paths = result.write(args.out)
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -9,12 +9,19 @@ from pathlib import Path
 
 HELP = "run a detector on images: pictures with boxes and one detections.json"
 DESCRIPTION = """Run the detector on an image file or on every image directly inside a folder
-(letterboxed to --img-size as main.py eval does; one class per box, score = objectness x class
-probability > --conf-thres, class-aware NMS at --iou-thres) and write, in --out:
+(images in its sub-folders are counted, not read; a URL is refused: nothing is downloaded),
+letterboxed to --img-size as main.py eval does (one class per box, score = objectness x class
+probability > --conf-thres, class-aware NMS at --iou-thres), and write, in --out (a
+missing or empty folder; by default the first free of runs/detect, runs/detect2, ...):
   <image file name>   the picture with boxes, class names and scores drawn
   detections.json     every image's detections in original-image pixels:
                       {"images": [{"path", "width", "height", "detections": [{"class", "name",
-                      "score", "box": [x1, y1, x2, y2]}]}], "errors": [...], settings}
+                      "score", "box": [x1, y1, x2, y2]}]}], "errors": [...], "frame",
+                      settings}
+Pictures are read as viewers show them (yolodata.image): the EXIF orientation of a phone
+photo applied (boxes, width and height are in that frame: "frame" says so), 16-bit
+greyscale scaled to 8 bits, any mode (palette, grey, CMYK, with alpha) made RGB, exactly as
+training and eval read them.
 The network runs in PyTorch (--cfg + --weights) or, with --onnx, in onnxruntime (a file from
 main.py export; --cfg then only gives the class count and the default --img-size).
 
@@ -26,6 +33,9 @@ examples:
       --source ~/.cache/res2net-yolo/demo/images/val --data demo --out runs/detect
   python main.py detect --cfg runs/prune/pruned.cfg --onnx runs/export/pruned.onnx \\
       --source photo.jpg"""
+
+
+DEFAULT_OUT = "runs/detect"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,28 +52,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None,
                    help="class names: a Darknet .names file (one per line), a data .yaml, "
                         "a Darknet .data file or 'demo' (default: class numbers)")
-    p.add_argument("--out", default="runs/detect", help="output folder (default: runs/detect)")
+    p.add_argument("--out", default=None,
+                   help="output folder, refused when it holds files (default: runs/detect, or "
+                        "runs/detect2, ... when taken)")
 
 
 def run(args: argparse.Namespace) -> int:
     from common.errors import UserError
     from common.io import atomic_write_text, ensure_writable_dir
+    from common.paths import printable, shown
     from darknet import Darknet
     from detection import (
         detect_image,
         detections_as_json,
         draw_detections,
         find_images,
+        images_below,
         open_image,
         save_picture,
     )
     from yolodata import ImageError
+    from yolodata.image import FRAME
 
     _check_args(args, UserError)
     images = find_images(args.source)
-    out = Path(args.out)
+    if below := images_below(args.source):
+        print(f"note: {below} image(s) in sub-folders of {shown(args.source)} are not "
+              "processed (only the folder's own files are); pass a sub-folder as --source")
+    out = Path(args.out or DEFAULT_OUT)
     if any((out / p.name).resolve() == p.resolve() for p in images):
         raise UserError(f"--out {out} would overwrite the source images; choose another folder")
+    out = _out_dir(args.out, UserError)
     ensure_writable_dir(out, create=False)
     model = Darknet(args.cfg)
     detector, img_size = _detector(model, args, UserError)
@@ -73,21 +92,42 @@ def run(args: argparse.Namespace) -> int:
         try:
             rgb = open_image(path)
         except ImageError as e:
-            print(f"error: {e}", file=sys.stderr)
-            errors.append({"path": str(path), "error": e.reason})
+            print(f"error: {printable(str(e))}", file=sys.stderr)
+            errors.append({"path": shown(path), "error": e.reason})
             continue
         det = detect_image(detector, rgb, img_size, args.conf_thres, args.iou_thres)
         save_picture(draw_detections(rgb, det, names), out / path.name)
-        results.append({"path": str(path), "width": rgb.width, "height": rgb.height,
+        results.append({"path": shown(path), "width": rgb.width, "height": rgb.height,
                         "detections": detections_as_json(det, names)})
-        print(f"{path}: {len(det)} detection{'s' * (len(det) != 1)}")
+        print(f"{shown(path)}: {len(det)} detection{'s' * (len(det) != 1)}")
     atomic_write_text(out / "detections.json", json.dumps({
         "cfg": args.cfg, "weights": args.weights, "onnx": args.onnx, "img_size": img_size,
-        "conf_thres": args.conf_thres, "iou_thres": args.iou_thres, "images": results,
+        "conf_thres": args.conf_thres, "iou_thres": args.iou_thres, "frame": FRAME,
+        "images": results,
         "errors": errors}, indent=1) + "\n")
     print(f"wrote {len(results)} picture{'s' * (len(results) != 1)} and "
-          f"{out / 'detections.json'}")
+          f"{shown(out / 'detections.json')}")
     return 2 if errors else 0
+
+
+def _out_dir(out: str | None, UserError) -> Path:
+    """One run per folder, so pictures of two runs never mix and an earlier detections.json
+    is never replaced: an explicit --out must be missing or empty; without --out, the first
+    of runs/detect, runs/detect2, ... that is (as `main.py train` numbers its runs)."""
+    def used(path: Path) -> bool:
+        return path.is_dir() and any(path.iterdir())
+
+    if out is not None:
+        if used(Path(out)):
+            raise UserError(f"--out {out} holds files (an earlier run?); detect writes each run "
+                            "into a folder of its own: choose another --out, or leave it out "
+                            "for a fresh runs/detect<N>")
+        return Path(out)
+    path, n = Path(DEFAULT_OUT), 1
+    while used(path):
+        n += 1
+        path = Path(f"{DEFAULT_OUT}{n}")
+    return path
 
 
 def _check_args(args, UserError) -> None:

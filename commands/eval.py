@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 HELP = "mAP@.5 and mAP@.5:.95 of a cfg + weights on a dataset's val split"
 DESCRIPTION = """Run the detector over the val split (letterboxed to --img-size, batched), keep
@@ -12,9 +11,24 @@ detections with score > --conf-thres after class-aware NMS at --iou-thres, and c
 COCO-standard mAP@.5 and mAP@.5:.95 (pycocotools, boxes mapped back to original image pixels)
 with a per-class breakdown.
 
+--metric darknet also prints mAP@.5 as AlexeyAB Darknet's `./darknet detector map` computes it
+(src/detector.c, validate_detector_map), from the same forward passes: detections with
+objectness x class probability > 0.005 after per-class NMS at IoU 0.45; per image each
+detection takes its class's truth of highest IoU when IoU > 0.5, and over the score-ranked
+list a truth counts once (later hits are false positives). With P[k], R[k] the precision
+and recall after the k-th of a class's n detections (by score, k = 0..n-1),
+  AP = sum over k < n-1 of (R[k+1] - R[k]) * max(P[j] for j >= k)  +  R[0] * max(P)
+(the area under the precision-recall curve at each unique recall, Darknet's default
+-points 0), mAP = the mean over all classes (a class without truth counts 0; COCO leaves it
+out); precision, recall, F1 and average IoU at -thresh 0.25. Per-class lines as Darknet
+prints them; --json gains "darknet_map50". Images are letterboxed here, as everywhere in this
+project; Darknet stretches them unless the cfg says letter_box=1.
+
 examples:
   python main.py eval --cfg cfgs/demo.cfg --weights runs/train/best.weights
-  python main.py eval --cfg my.cfg --weights my.weights --data coco.yaml --img-size 416 --json"""
+  python main.py eval --cfg my.cfg --weights my.weights --data coco.yaml --img-size 416 --json
+  python main.py eval --cfg yolov3-voc.cfg --weights w.weights --data voc/data.yaml \\
+      --img-size 416 --metric darknet"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,53 +46,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=None,
                    help="data loader processes (default: 0 on CPU, up to 8 with CUDA)")
+    p.add_argument("--metric", choices=("coco", "darknet"), default="coco",
+                   help="coco, or darknet: also Darknet's detector-map mAP@.5 (see above) "
+                        "(default: coco)")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object: map50, map, per_class, images, seconds")
+                   help="print one JSON object: map50, map, per_class, images, seconds "
+                        "(with --metric darknet: darknet_map50 too)")
 
 
 def run(args: argparse.Namespace) -> int:
     from commands import check_img_size
-    from common.errors import UserError
     from darknet import Darknet, parse_cfg
-    from engine.data import EpochLoader, build_data, skipped_summary
-    from engine.distributed import DistInfo, loader_workers, select_device
+    from engine.data import skipped_summary
     from engine.evaluator import evaluate
     from evaluation import format_map_table
-    from yolodata import load_spec
+    from evaluation.darknet_map import format_darknet_map
 
     check_img_size(args.img_size)
-    if args.batch_size < 1 or (args.workers or 0) < 0:
-        raise UserError("--batch-size must be >= 1 and --workers >= 0")
-    if not 0 <= args.conf_thres < 1 or not 0 <= args.iou_thres <= 1:
-        raise UserError("--conf-thres must be in [0, 1) and --iou-thres in [0, 1]")
-    device = select_device(args.device)
-    args.workers = loader_workers(DistInfo(device=device), args.workers)
     cfg = parse_cfg(args.cfg)
     cfg.require_heads("main.py eval")
-    model = Darknet(cfg)
-    model.load_weights(args.weights)
-    img_size = args.img_size or model.cfg.net.height
-    spec = load_spec(args.data)
-    if spec.num_classes != model.num_classes:
-        raise UserError(f"{spec.source}: {spec.num_classes} class names but {args.cfg} has "
-                        f"classes={model.num_classes}")
-    data = build_data(spec, img_size, train=False)
-    loader = EpochLoader(data.val, args.batch_size, shuffle=False, workers=args.workers)
-    start = time.perf_counter()
-    result = evaluate(model.to(device), loader, spec.names, device, args.conf_thres,
-                      args.iou_thres, amp=device.type == "cuda")
-    seconds = time.perf_counter() - start
+    model = Darknet(cfg, args.weights)
+    result = evaluate(model, args.data, args.img_size, args.batch_size, args.conf_thres,
+                      args.iou_thres, args.device, args.workers,
+                      darknet=args.metric == "darknet")
     if args.json:
-        print(json.dumps({
-            "map50": result.map50, "map": result.map,
-            "per_class": {name: {"ap50": c.ap50, "ap": c.ap, "n_gt": c.n_gt}
-                          for name, c in result.per_class.items()},
-            "images": len(data.val), "skipped": len(data.skipped), "img_size": img_size,
-            "seconds": seconds,
-        }))
+        print(json.dumps(result.as_dict()))
     else:
-        print(format_map_table(result))
-        print(f"{len(data.val)} images at {img_size} px in {seconds:.1f}s")
-        if data.skipped:
-            print(skipped_summary(data.skipped))
+        if result.darknet:
+            print(format_darknet_map(result.darknet), end="\n\n")
+        print(format_map_table(result.coco))
+        print(f"{result.images} images at {result.img_size} px in {result.seconds:.1f}s")
+        if result.skipped:
+            print(skipped_summary(result.skipped))
     return 0

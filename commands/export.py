@@ -1,4 +1,4 @@
-"""`main.py export`: ship a model as ONNX or as plain Darknet layers."""
+"""`main.py export`: ship a model as ONNX (FP32 or INT8), OpenVINO IR or plain Darknet layers."""
 
 from __future__ import annotations
 
@@ -67,9 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="onnx: square input size the graph is traced and checked at, a multiple "
                         "of 32 (default: the cfg's [net] height)")
     p.add_argument("--dynamic", action="store_true",
-                   help="onnx: dynamic batch, height and width axes")
+                   help="onnx, openvino: dynamic batch, height and width axes (for onnxruntime "
+                        "and OpenVINO; OpenCV DNN 4.x refuses such files: leave it off for "
+                        "OpenCV)")
     p.add_argument("--int8", action="store_true",
-                   help="onnx: quantize to INT8 (QDQ), mAP measured before writing")
+                   help="onnx, openvino: quantize to INT8 (QDQ), mAP measured before writing")
     p.add_argument("--data", default="demo",
                    help="--int8: data .yaml, Darknet .data file or 'demo' whose training "
                         "images calibrate and whose val split measures mAP (default: demo)")
@@ -89,24 +91,22 @@ def run(args: argparse.Namespace) -> int:
     from common.errors import UserError
     from common.io import ensure_writable_dir
     from darknet import Darknet
-    from shipping.formats import FORMATS, ExportOptions
+    from darknet.exporting import export, export_paths
 
     check_img_size(args.img_size)
     _check_args(args, UserError)
-    model = Darknet(args.cfg)
-    model.load_weights(args.weights)
-    model.eval()
+    model = Darknet(args.cfg, args.weights)
     out = Path(args.out)
-    fmt = FORMATS[args.format]
-    targets = fmt.targets(out, Path(args.cfg).stem)
+    targets = export_paths(out / Path(args.cfg).stem, args.format)
     inputs = {Path(args.cfg).resolve(), Path(args.weights).resolve()}
     if any(t.resolve() in inputs for t in targets):
         raise UserError(f"--out {out} would overwrite the input {args.cfg} or {args.weights}; "
                         "choose another folder")
     ensure_writable_dir(out, create=False)
     img_size = args.img_size or model.cfg.net.height
-    int8 = _int8_plan(args, model, img_size, UserError) if args.int8 else None
-    written = fmt.write(model, targets, ExportOptions(args.img_size, args.dynamic, int8))
+    int8 = _int8_plan(args, model, img_size) if args.int8 else None
+    written = export(model, out / Path(args.cfg).stem, args.format, args.img_size,
+                     args.dynamic, int8)
     if args.json:
         print(json.dumps({"files": [str(t) for t in targets],
                           "max_abs_diff": written.max_abs_diff, **_int8_json(written.int8)}))
@@ -125,24 +125,21 @@ def _check_args(args, UserError) -> None:
         raise UserError(f"--max-map-drop must be >= 0, got {args.max_map_drop}")
 
 
-def _int8_plan(args, model, img_size: int, UserError):
+def _int8_plan(args, model, img_size: int):
     """Calibration images and the val-set mAP function, read before any export work."""
     from functools import partial
 
-    from engine.data import EpochLoader, build_data
-    from shipping.accuracy import backend_map
+    from engine.data import EpochLoader, load_data
+    from engine.evaluator import evaluate_batches
     from shipping.formats import Int8Plan
     from shipping.quantize import calibration_images
     from yolodata import load_spec
 
     spec = load_spec(args.data)
-    if spec.num_classes != model.num_classes:
-        raise UserError(f"{spec.source}: {spec.num_classes} class names but {args.cfg} has "
-                        f"classes={model.num_classes}")
+    data = load_data(spec, img_size, model.num_classes, train=False)  # the class check first
     images = calibration_images(spec.train, args.calib_images, img_size)
-    val = build_data(spec, img_size, train=False).val
-    loader = EpochLoader(val, 32, shuffle=False, workers=0)
-    return Int8Plan(images, partial(backend_map, batches=loader, class_names=spec.names),
+    loader = EpochLoader(data.val, 32, shuffle=False, workers=0)
+    return Int8Plan(images, partial(evaluate_batches, batches=loader, class_names=spec.names),
                     args.max_map_drop)
 
 

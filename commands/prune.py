@@ -1,5 +1,6 @@
 """`main.py prune`: remove the least important coupled channels, write a slim cfg + weights."""
 
+from commands.train import add_wait_argument, out_locked
 from prune.settings import add_arguments as add_settings
 from prune.settings import ranking_flags
 
@@ -39,6 +40,16 @@ most; the last is written, with a warning if it still misses).
 saves (the same table) instead of its multiply-adds, so the ratio removes what buys the most
 time per unit of importance.
 
+--block-ranking sensitivity removes first the blocks whose removal raised a calibration loss
+the least, as measured by main.py analyze --sensitivity (--sensitivity FILE, its
+sensitivity.json, measured on the same weights) or, without a file, measured here on --data.
+
+With --data, the slim model's BatchNorm statistics are re-estimated before it is written:
+--recalibrate N images of the train split (a seeded draw, letterboxed, no augmentation) run
+through it with every BN in train mode and no gradients; no weight changes (a cut shifts what
+each later BN sees; the dense statistics no longer fit). Evaluation and fine-tuning then start
+from the recalibrated model; the report's "recalibration" says on what.
+
 The report's "settings" records the value of every flag above; "kept" maps each BatchNorm
 (its module name in the dense model) of the layers that survive to its kept channels;
 "removed_blocks" lists the removed blocks (dense layer indices, the scored BatchNorm, the
@@ -54,7 +65,11 @@ example:
   python main.py prune --cfg cfgs/res2net-yolov3.cfg --random-gammas 0 --img-size 416 \\
       --target-gflops 0.3x --layers auto --out /tmp/p
   python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --target-latency 0.5x \\
-      --ranking latency --out pruned/"""
+      --ranking latency --out pruned/
+  python main.py prune --cfg cfgs/demo.cfg --weights sparse.weights --layers 2 --ratio 0.5 \\
+      --data demo --block-ranking sensitivity --out pruned/"""
+
+RECALIBRATE = 256  # --recalibrate's default with --data (NNCF adapts BNs on a few hundred)
 
 
 def add_arguments(p):
@@ -66,8 +81,21 @@ def add_arguments(p):
     add_settings(p, unset={"ratio": "0 with --layers; searched with a --target-*; one of "
                                     "them is needed"})
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", default=None,
+                   help="data .yaml, Darknet .data file or 'demo': its train split recalibrates "
+                        "the slim model's BatchNorms (--recalibrate) and, for --block-ranking "
+                        "sensitivity without --sensitivity, measures the blocks (default: none)")
+    p.add_argument("--recalibrate", type=int, default=None, metavar="N",
+                   help="re-estimate the slim model's BatchNorm statistics on N train images "
+                        f"of --data before writing it; 0: off (default: {RECALIBRATE} with "
+                        "--data, else off)")
+    p.add_argument("--sensitivity", default=None, metavar="FILE",
+                   help="for --block-ranking sensitivity: sensitivity.json of main.py analyze "
+                        "--sensitivity on the same cfg and weights (default: measure it here "
+                        "on --data)")
     p.add_argument("--img-size", type=int, default=None,
                    help="input size for the GFLOPs count (default: the cfg's [net] height)")
+    add_wait_argument(p)
 
 
 def settings_of(args):
@@ -88,6 +116,45 @@ def settings_of(args):
     return settings
 
 
+def calibration_images(args, settings) -> tuple[int, int]:
+    """(train images of --data to read, of them those the slim model is recalibrated on),
+    once the data flags are checked against each other and the settings."""
+    from common.errors import UserError
+    from prune.settings import BlockRanking
+
+    if args.recalibrate is not None and args.recalibrate < 0:
+        raise UserError(f"--recalibrate must be a whole number >= 0, got {args.recalibrate}")
+    by_sensitivity = settings.block_ranking is BlockRanking.SENSITIVITY
+    if args.sensitivity is not None and not by_sensitivity:
+        raise UserError("--sensitivity FILE is read by --block-ranking sensitivity only")
+    measure = by_sensitivity and args.sensitivity is None
+    if args.data is None:
+        if args.recalibrate:
+            raise UserError("--recalibrate needs --data (the images to recalibrate on)")
+        if measure:
+            raise UserError("--block-ranking sensitivity needs --sensitivity FILE (main.py "
+                            "analyze --sensitivity) or --data to measure it on")
+        return 0, 0
+    recalibrate = RECALIBRATE if args.recalibrate is None else args.recalibrate
+    return recalibrate or (RECALIBRATE if measure else 0), recalibrate
+
+
+def read_sensitivity(path: str):
+    """``main.py analyze --sensitivity``'s sensitivity.json as a ``prune.sensitivity``
+    value."""
+    import json
+
+    from common.io import read_text
+    from prune import PruneError
+    from prune.sensitivity import Sensitivity
+
+    try:
+        data = json.loads(read_text(path, "--sensitivity file"))
+    except json.JSONDecodeError as e:
+        raise PruneError(f"{path}: not JSON ({e})") from None
+    return Sensitivity.from_dict(data, path)
+
+
 def table(report) -> str:
     lines = [f"{'idx':>4}  {'type':<14}{'out kept / total':>18}  {'group width':<12}"]
     for r in report.layers:
@@ -101,8 +168,11 @@ def table(report) -> str:
 def block_lines(report) -> list[str]:
     if not report.removed_blocks:
         return []
+    measured = report.settings.block_ranking == "sensitivity"
+    why = ("least loss increase measured with the block removed" if measured
+           else "lowest mean |gamma| of the BN before the add")
     lines = [f"removed {len(report.removed_blocks)} of {report.removable_blocks} removable "
-             "blocks (lowest mean |gamma| of the BN before the add):"]
+             f"blocks ({why}):"]
     lines += [f"    layer {b.layer} [{b.kind}] layers {', '.join(map(str, b.layers))} "
               f"({b.bn}, score {b.score:.4g})" for b in report.removed_blocks]
     if report.block_folds:
@@ -165,6 +235,10 @@ def summary(report) -> str:
                  f"coupled channels (--ratio {settings.ratio:g}, {ranked}, "
                  f"--scope {settings.scope}); "
                  f"BN channels {report.bn_channels_before:,} -> {report.bn_channels_after:,}")
+    if report.recalibration is not None:
+        r = report.recalibration
+        lines.append(f"recalibrated the BatchNorm statistics on {r.images} {r.split} images of "
+                     f"{r.data}")
     p0, p1 = report.params_before, report.params_after
     lines.append(f"params: {p0:,} -> {p1:,} ({p1 / p0:.1%})")
     g0, g1 = report.gflops_before, report.gflops_after
@@ -173,7 +247,13 @@ def summary(report) -> str:
 
 
 def run(args) -> int:
-    from commands import check_img_size
+    settings_of(args)  # a bad flag is refused before --out is created
+    with out_locked(args.out, args):
+        return _prune(args)
+
+
+def _prune(args) -> int:
+    from commands import calibration_batches, check_img_size
     from common.io import ensure_writable_dir
     from darknet import Darknet, parse_cfg
     from prune import prune_model, write_pruned
@@ -182,6 +262,8 @@ def run(args) -> int:
 
     settings = settings_of(args)
     check_img_size(args.img_size)
+    images, recalibrate = calibration_images(args, settings)
+    sensitivity = read_sensitivity(args.sensitivity) if args.sensitivity else None
     inputs = (args.cfg, *([args.weights] if args.weights else []))
     pruned_files(args.out, inputs)  # refuse to overwrite an input before any work
     ensure_writable_dir(args.out, create=False)
@@ -191,12 +273,22 @@ def run(args) -> int:
         model.load_weights(args.weights)
     else:
         randomize_gammas(model, args.random_gammas)
+    img_size = args.img_size or model.cfg.net.height
+    batches = (calibration_batches(args.data, model.num_classes, img_size, images)
+               if images else None)
+    if (sensitivity is None and batches is not None and settings.layers != 0
+            and settings.block_ranking == "sensitivity"):
+        sensitivity = measure_sensitivity(model, batches)
     latency = None
     if needs_latency(settings):
         from prune.op_timing import ort_context
 
-        latency = ort_context(args.img_size or model.cfg.net.height)
-    slim, report = prune_model(model, settings, img_size=args.img_size, latency=latency)
+        latency = ort_context(img_size)
+        for note in latency.table.notes:
+            print(note)
+    slim, report = prune_model(model, settings, img_size=args.img_size, latency=latency,
+                               sensitivity=sensitivity)
+    report = recalibrated(slim, report, args, batches, recalibrate)
     files = write_pruned(slim, report, args.out, inputs)
     print(table(report))
     print(summary(report))
@@ -206,3 +298,31 @@ def run(args) -> int:
     chart = f", {files.chart}" if files.chart.exists() else ""
     print(f"wrote {files.cfg}, {files.weights}, {files.report}{chart}")
     return 0
+
+
+def measure_sensitivity(model, batches):
+    """Every block's sensitivity on ``batches``, one line per block as it is measured."""
+    from prune.sensitivity import measure
+
+    def progress(done, of, block):
+        print(f"sensitivity {done}/{of}: layer {block.layer} [{block.kind}] loss "
+              f"{block.loss:.4f} ({block.sensitivity:+.4f})", flush=True)
+
+    return measure(model, batches, on_result=progress)
+
+
+def recalibrated(slim, report, args, batches, images: int):
+    """The report of ``slim`` once its BNs are recalibrated on ``images`` of ``batches``
+    (none: ``report`` as it is)."""
+    from dataclasses import replace
+
+    from prune.recalibrate import Recalibration, recalibrate_bn
+
+    source = None
+    if report.settings.block_ranking == "sensitivity":
+        source = args.sensitivity or "measured"
+    if not images:
+        return replace(report, sensitivity=source)
+    used = recalibrate_bn(slim, (b.images for b in batches), images)
+    return replace(report, recalibration=Recalibration(args.data, "train", used),
+                   sensitivity=source)

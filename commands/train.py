@@ -35,8 +35,17 @@ last.pt: run the same command again without --resume. --resume replays the comma
 recorded in last.pt; it honours --lr and --epochs: from the resumed iteration on, the lr is
 what a run started with the new values would have there (warm-up, then cosine from --lr to
 --lr x 0.05 at the last epoch; more epochs stretch the cosine, so on a finished run the lr
-rises again). --device, --workers and --no-progress may change too; any other flag that
+rises again). --device, --workers, --no-progress and --wait may change too; any other flag that
 differs from the run's is refused by name, and so is another command (train on a sparse run).
+
+One run per folder: a run holds a lock on --out (.lock, with its pid) until it ends; a
+second command on the same --out refuses, naming that pid, or waits with --wait. A killed
+run's lock goes with its process.
+
+Pretrained weights: --weights darknet53.conv.74 loads layers 0-73 of the cfg (a file named
+*.conv.N, or any file with --cutoff N: what `darknet partial` and `main.py partial` write);
+--weights yolov3.weights --transfer loads an 80-class model into a cfg with other classes:
+every layer but the [yolo] head convs, which start from the random init. The log says which.
 
 Several processes: torchrun --nproc_per_node=N main.py train ... runs DistributedDataParallel
 (NCCL on GPUs with SyncBatchNorm, gloo on CPU); --batch-size is the total over processes.
@@ -45,15 +54,17 @@ examples:
   python main.py train
   python main.py train --cfg cfgs/res2net-yolov3.cfg --data coco.yaml --img-size 416 \\
       --batch-size 64 --epochs 100 --device cuda --out runs/coco
+  python main.py train --cfg yolov3-voc.cfg --data voc.yaml --weights darknet53.conv.74
+  python main.py train --cfg yolov3-voc.cfg --data voc.yaml --weights yolov3.weights --transfer
   python main.py train --resume --out runs/coco"""
 
 DEFAULT_CFG = "cfgs/demo.cfg"  # relative to the project, not to the working directory
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = "runs/train"
-# Values chosen on the demo (see the README's training section); None = the engine default.
+# Values chosen on the demo (docs/results.md, "The demo pipeline"); None = the engine default.
 DEFAULTS = dict(epochs=12, img_size=128, batch_size=8, optimizer="adamw", lr=0.006)
 # Flags that say how a run is carried out, not what it computes: free on --resume.
-HOW = ("device", "workers", "no_progress")
+HOW = ("device", "workers", "no_progress", "wait")
 # Flags a resumed run honours (engine.optim: how the schedule continues).
 HONOURED = {"lr": "lr0", "epochs": "epochs"}
 NOT_RECORDED = ("command", "given", "resume", "out")
@@ -68,7 +79,15 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                    help="data .yaml (path/train/val/names), Darknet .data file, or 'demo' "
                         "(default: demo)")
     p.add_argument("--weights", default=None,
-                   help="Darknet .weights to start from (default: random init)")
+                   help="Darknet .weights to start from (default: random init); a file "
+                        "named *.conv.N holds layers 0..N-1 (darknet partial) and loads as "
+                        "--cutoff N")
+    p.add_argument("--cutoff", type=int, default=None, metavar="N",
+                   help="--weights holds only layers 0..N-1 (`main.py partial`, "
+                        "darknet53.conv.74); the rest keep their initialisation")
+    p.add_argument("--transfer", action="store_true",
+                   help="--weights comes from a model with other [yolo] heads (another "
+                        "class count): load every other layer, re-initialise the head convs")
     p.add_argument("--epochs", type=int, default=d["epochs"],
                    help=f"number of epochs (default: {d['epochs']})")
     p.add_argument("--img-size", type=int, default=d["img_size"],
@@ -99,6 +118,24 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                    help="data loader processes per training process (default: 0 on CPU, "
                         "where the cores do better computing; up to 8 with CUDA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_wait_argument(p)
+
+
+def add_wait_argument(p: argparse.ArgumentParser) -> None:
+    """``--wait``: every command that locks its --out (common.lock) has it."""
+    p.add_argument("--wait", action="store_true",
+                   help="when another run holds --out, wait for it to finish instead of "
+                        "refusing")
+
+
+def out_locked(folder: str | Path, args: argparse.Namespace):
+    """Hold ``folder``'s lock (common.lock) for a ``with`` block; --wait says so on stderr."""
+    import sys
+
+    from common.lock import locked
+
+    return locked(folder, getattr(args, "wait", False),
+                  on_wait=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +151,19 @@ def train(args: argparse.Namespace, build_hooks: HookFactory | None = None,
     ``--out`` continued. ``build_hooks(args)`` makes the command's hooks (engine.hooks) from
     the run's effective flags: on resume, those recorded in the checkpoint.
     """
+    import contextlib
+
+    if args.resume and args.out is None:
+        args = argparse.Namespace(**{**vars(args), "out": str(_resume_dir(None, default_out))})
+    # a numbered folder (no --out) is locked as it is chosen (engine.writer.new_run_dir);
+    # a missing folder to resume is not created
+    lock = not (args.out is None or args.resume and not Path(args.out).is_dir())
+    with out_locked(args.out, args) if lock else contextlib.nullcontext():
+        return _train(args, build_hooks, default_out)
+
+
+def _train(args: argparse.Namespace, build_hooks: HookFactory | None,
+           default_out: str) -> int:
     from engine.run import RunSpec, run_training
 
     if args.resume:
@@ -122,10 +172,14 @@ def train(args: argparse.Namespace, build_hooks: HookFactory | None = None,
         spec = replace(spec, config=replace(
             spec.config, **{field: getattr(args, flag) for flag, field in HONOURED.items()}))
     else:
+        if (args.cutoff is not None or args.transfer) and not args.weights:
+            from common.errors import UserError
+
+            raise UserError("--cutoff and --transfer say how to read --weights; give --weights")
         cfg = args.cfg if args.cfg is not None else str(PROJECT / DEFAULT_CFG)
         spec = RunSpec(cfg=cfg, data=args.data, out_dir=Path(args.out or default_out),
                        numbered=args.out is None, config=_config(args), weights=args.weights,
-                       command=args.command)
+                       cutoff=args.cutoff, transfer=args.transfer, command=args.command)
     hooks = tuple(build_hooks(args)) if build_hooks else ()
     spec = replace(spec, record=_record(args), hooks=hooks, device=args.device,
                    workers=args.workers, progress=not args.no_progress)
@@ -179,8 +233,8 @@ def _config(args: argparse.Namespace):
 
 
 def _resume_dir(out: str | None, default_out: str) -> Path:
+    from common.artefacts import CHECKPOINT
     from common.errors import UserError
-    from engine.writer import CHECKPOINT
 
     if out is not None:
         return ensure_writable_dir(out) if Path(out).is_dir() else Path(out)

@@ -13,7 +13,9 @@ temporary file until it is renamed, and the kernel drops that lock when the writ
 temporary file whose lock can be taken has no writer. Two processes writing the same target
 at once therefore never remove each other's file; files younger than ``STALE_AFTER_S`` are left
 alone too, which covers the instant between a writer's creating its file and locking it (and
-file systems where ``flock`` is not shared between machines, for writers that still write).
+file systems where ``flock`` is not shared between machines, for writers that still write),
+unless this process holds the folder's lock (``common.lock``): then no other run writes there,
+and an unlocked temporary file of any age is a dead writer's.
 
 File-system failures raise :class:`common.errors.FileSystemError` naming the target and the
 cause (``No space left on device``), also when the OSError comes wrapped in another error
@@ -31,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from common import lock as folder_lock
 from common.errors import FileSystemError, TextFileError, os_error_cause
 
 try:
@@ -61,11 +64,12 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
         return []
     pattern = re.compile(rf"\.{re.escape(path.name)}\.{_TOKEN}\.tmp")
     removed = []
+    min_age = 0.0 if folder_lock.holds(path.parent) else STALE_AFTER_S
     for candidate in path.parent.iterdir():
         if not pattern.fullmatch(candidate.name):
             continue
         with contextlib.suppress(OSError):
-            if time.time() - candidate.stat().st_mtime < STALE_AFTER_S:
+            if time.time() - candidate.stat().st_mtime < min_age:
                 continue
             fd = os.open(candidate, os.O_RDONLY)
             try:

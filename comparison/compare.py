@@ -2,23 +2,29 @@
 
 Latency is measured by ``shipping.timing.measure_latency`` (median of batch-1 forward passes,
 the models timed in turns, NMS apart), every model in the same runtime
-(``shipping.backends``: eager, BN folded, TorchScript or onnxruntime).
+(``shipping.backends``: eager, BN folded, TorchScript, onnxruntime or OpenVINO).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 import charts
+from common.artefacts import COMPARE_CHART, COMPARE_JSON, COMPARE_MD
 from common.errors import UserError
-from common.io import atomic_write_text
+from common.io import write_together
 from darknet import Darknet, parse_cfg
 from darknet.cost import network_cost
+from darknet.weights import weights_nbytes
+from shipping.timing import Timing
+from yolodata import DataSpec
+
+DEFAULT_TIMING = Timing()
 
 
 @dataclass(frozen=True)
@@ -50,31 +56,82 @@ class Row:
     weights_mb: float
 
 
-def load_models(specs: Sequence[ModelSpec]) -> list[Darknet]:
+def load_models(specs: Sequence[ModelSpec]) -> dict[str, Darknet]:
+    """The ``--model`` specs loaded, by name (in order)."""
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise UserError(f"model names must be unique, got {names}")
-    models = []
+    models = {}
     for spec in specs:
         cfg = parse_cfg(spec.cfg)
         cfg.require_heads("main.py compare")
-        model = Darknet(cfg)
-        model.load_weights(spec.weights)
-        models.append(model.eval())
-    classes = {s.name: m.num_classes for s, m in zip(specs, models, strict=True)}
-    if len(set(classes.values())) > 1:
-        raise UserError(f"models detect different class counts, cannot compare: {classes}")
+        models[spec.name] = Darknet(cfg, spec.weights).eval()
     return models
 
 
-def build_rows(specs: Sequence[ModelSpec], models: Sequence[Darknet], maps: Sequence,
+def build_rows(models: Mapping[str, Darknet], maps: Sequence,
                latencies: Sequence[tuple[float, float]], img_size: int) -> list[Row]:
-    costs = [network_cost(model.cfg, img_size, img_size) for model in models]
+    """One row per model; the size is that of the model's ``.weights`` file."""
+    costs = [network_cost(model.cfg, img_size, img_size) for model in models.values()]
     return [
-        Row(spec.name, res.map50, res.map, cost.params, cost.gflops, fwd, nms,
-            Path(spec.weights).stat().st_size / 2**20)
-        for spec, cost, res, (fwd, nms) in zip(specs, costs, maps, latencies, strict=True)
+        Row(name, res.map50, res.map, cost.params, cost.gflops, fwd, nms,
+            weights_nbytes(model) / 2**20)
+        for (name, model), cost, res, (fwd, nms) in zip(models.items(), costs, maps, latencies,
+                                                        strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of :func:`compare`: one :class:`Row` per model, the first the reference."""
+
+    rows: tuple[Row, ...]
+    img_size: int
+    runtime: str
+    skipped: tuple[tuple[str, str], ...] = ()  # (image, reason) of unreadable images left out
+
+    @property
+    def markdown(self) -> str:
+        return format_markdown(self.rows, self.img_size, self.runtime)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """``compare.md``, ``compare.json`` and ``compare.png`` in ``out_dir``."""
+        return write_report(self.rows, self.img_size, self.runtime, out_dir)
+
+
+def compare(models: Mapping[str, Darknet], data: str | Path | DataSpec = "demo",
+            runtime: str = "onnxruntime", img_size: int | None = None, batch_size: int = 32,
+            timing: Timing = DEFAULT_TIMING, workers: int = 0) -> Comparison:
+    """Evaluate every model of ``models`` (name -> ``Darknet``, the first the reference) on
+    the val split of ``data`` (as ``engine.evaluator.evaluate`` reads it) at ``img_size``
+    (default: the first cfg's height), and time them in turns in the same ``runtime`` form
+    (``shipping.backends.model_backend``) on the first readable image. Runs on the CPU."""
+    from engine.data import EpochLoader, load_data
+    from engine.evaluator import evaluate_batches
+    from shipping import timing as latency
+    from shipping.backends import model_backend
+
+    if not models:
+        raise UserError("compare needs at least one model")
+    if workers < 0:
+        raise UserError(f"workers must be >= 0, got {workers}")
+    if timing.runs < 1 or timing.warmup < 0:
+        raise UserError(f"runs must be >= 1 and warmup >= 0, got {timing.runs}, "
+                        f"{timing.warmup}")
+    classes = {name: m.num_classes for name, m in models.items()}
+    if len(set(classes.values())) > 1:
+        raise UserError(f"models detect different class counts, cannot compare: {classes}")
+    first = next(iter(models.values()))
+    img_size = img_size or first.cfg.net.height
+    loaded = load_data(data, img_size, first.num_classes, train=False)
+    loader = EpochLoader(loaded.val, batch_size, shuffle=False, workers=workers)
+    maps = [evaluate_batches(model, loader, loaded.names) for model in models.values()]
+    # the first readable image (the loader leaves out any that failed to decode)
+    image = next(iter(EpochLoader(loaded.val, 1, shuffle=False, workers=0))).images
+    backends = [model_backend(model.eval(), runtime, image) for model in models.values()]
+    latencies = latency.measure_latency(backends, image, timing)
+    return Comparison(tuple(build_rows(models, maps, latencies, img_size)), img_size, runtime,
+                      loaded.skipped)
 
 
 def ratios(rows: Sequence[Row]) -> list[dict[str, float]]:
@@ -108,13 +165,22 @@ def format_markdown(rows: Sequence[Row], img_size: int, runtime: str) -> str:
 
 def write_report(rows: Sequence[Row], img_size: int, runtime: str,
                  out_dir: str | Path) -> dict[str, Path]:
+    """``compare.md``, ``.json`` and ``.png`` of one comparison, written together
+    (``common.io.write_together``, the table last): the chart (~1 s to draw) is drawn first,
+    so a kill or a failure leaves the earlier set whole, never a new table beside an old
+    chart. A chart that cannot be drawn (one warning) removes the old one."""
     out = Path(out_dir)
-    paths = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
+    paths = {"md": out / COMPARE_MD, "json": out / COMPARE_JSON, "png": out / COMPARE_CHART}
     report = {"img_size": img_size, "runtime": runtime, "threads": torch.get_num_threads(),
               "reference": rows[0].name,
               "models": [{**asdict(r), "ratios": q}
                          for r, q in zip(rows, ratios(rows), strict=True)]}
-    atomic_write_text(paths["md"], format_markdown(rows, img_size, runtime))
-    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
-    charts.write_chart(paths["png"], "compare", report)  # mAP against GFLOPs and latency
+    png = charts.render("compare", report)  # mAP against GFLOPs and latency
+    if png is None:
+        paths["png"].unlink(missing_ok=True)
+    markdown = format_markdown(rows, img_size, runtime).encode("utf-8")
+    report_text = (json.dumps(report, indent=2) + "\n").encode("utf-8")
+    write_together([*([(paths["png"], lambda f: f.write(png))] if png is not None else []),
+                    (paths["json"], lambda f: f.write(report_text)),
+                    (paths["md"], lambda f: f.write(markdown))])
     return paths

@@ -15,7 +15,8 @@ from .weights import WeightsHeader, load_weights, save_weights
 
 
 class Darknet(nn.Module):
-    """A detector built from a Darknet ``.cfg`` (path or parsed :class:`Cfg`).
+    """A detector built from a Darknet ``.cfg`` (path or parsed :class:`Cfg`), with the
+    Darknet ``weights`` loaded when given (else freshly initialized).
 
     ``forward(images[B, C, H, W])`` returns one tensor per ``[yolo]`` head, in cfg order:
 
@@ -29,7 +30,7 @@ class Darknet(nn.Module):
     distillation runs in eval mode but is compared on logits).
     """
 
-    def __init__(self, cfg: str | Path | Cfg):
+    def __init__(self, cfg: str | Path | Cfg, weights: str | Path | None = None):
         super().__init__()
         self.cfg: Cfg = cfg if isinstance(cfg, Cfg) else parse_cfg(cfg)
         self.shapes: list[LayerShape] = infer_shapes(self.cfg)
@@ -44,6 +45,8 @@ class Darknet(nn.Module):
         }
         self._heads = frozenset(shape.index for shape in self.shapes if shape.head)
         self.header = WeightsHeader()
+        if weights is not None:
+            self.load_weights(weights)
 
     @property
     def yolo_layers(self) -> list[YoloLayer]:
@@ -76,8 +79,10 @@ class Darknet(nn.Module):
             for conv, bn in layer.conv_bn_pairs():
                 yield index, conv, bn
 
-    def load_weights(self, path: str | Path) -> None:
-        self.header = load_weights(self, path)
+    def load_weights(self, path: str | Path, cutoff: int | None = None) -> None:
+        """Fill the model (layers 0..cutoff-1 with a cutoff) from a Darknet weights file."""
+        self.header = load_weights(self, path, cutoff)
 
-    def save_weights(self, path: str | Path, header: WeightsHeader | None = None) -> None:
-        save_weights(self, path, header)
+    def save_weights(self, path: str | Path, header: WeightsHeader | None = None,
+                     cutoff: int | None = None) -> None:
+        save_weights(self, path, header, cutoff)

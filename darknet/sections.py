@@ -200,7 +200,7 @@ class YoloSection(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class MultiScaleSection(Section):
-    """Shared keys of the Res2Net-style blocks (DESIGN.md section 3).
+    """Shared keys of the Res2Net-style blocks (docs/extending.md, "The Res2Net blocks").
 
     The group ``width`` is explicit or derived from ``planes`` as
     ``floor(planes * base_width / 64)``; the pruner always writes it explicitly.

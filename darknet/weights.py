@@ -6,6 +6,11 @@ running_mean, running_var, conv.weight; without BN: conv.bias, conv.weight.
 
 Load and save walk the same per-layer (conv, bn) iterator. Loading validates the whole file
 before touching the model, so a bad file never leaves a half-loaded network.
+
+A ``cutoff`` N limits both to layers 0..N-1 (Darknet's ``save_weights_upto`` /
+``load_weights_upto``, what ``darknet partial`` writes: ``darknet53.conv.74``). Darknet's
+loader stops silently at the end of a short file; here the cutoff is explicit and the file
+must hold exactly those layers, so a truncated whole-model file is still an error.
 """
 
 from __future__ import annotations
@@ -64,15 +69,18 @@ def storage_tensors(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None) -> l
     return [conv.bias, conv.weight]
 
 
-def _layer_tensors(model: Darknet) -> Iterator[tuple[int, list[torch.Tensor]]]:
+def _layer_tensors(model: Darknet, cutoff: int | None = None
+                   ) -> Iterator[tuple[int, list[torch.Tensor]]]:
     for index, layer in enumerate(model.layers):
+        if cutoff is not None and index >= cutoff:
+            return
         tensors = [t for conv, bn in layer.conv_bn_pairs() for t in storage_tensors(conv, bn)]
         if tensors:
             yield index, tensors
 
 
-def load_weights(model: Darknet, path: str | Path) -> WeightsHeader:
-    """Fill ``model`` from a ``.weights`` file; on any error raise and change nothing."""
+def read_weights_file(path: str | Path) -> tuple[WeightsHeader, np.ndarray]:
+    """The header and the float32 values of a ``.weights`` file (no cfg needed)."""
     path = str(path)
     try:
         data = Path(path).read_bytes()
@@ -82,11 +90,34 @@ def load_weights(model: Darknet, path: str | Path) -> WeightsHeader:
     if (len(data) - offset) % 4:
         raise WeightsError(f"{path}: {len(data) - offset} bytes after the header is not a "
                            "whole number of float32 values")
-    floats = np.frombuffer(data, dtype="<f4", offset=offset)
-    needed = sum(t.numel() for _, ts in _layer_tensors(model) for t in ts)
+    return header, np.frombuffer(data, dtype="<f4", offset=offset)
+
+
+def prefix_floats(model: Darknet) -> list[int]:
+    """``[k]``: how many floats layers 0..k-1 store (the size of a cutoff-k file's body)."""
+    sizes = [0] * len(model.layers)
+    for index, tensors in _layer_tensors(model):
+        sizes[index] = sum(t.numel() for t in tensors)
+    return [int(v) for v in np.cumsum([0, *sizes])]
+
+
+def cutoffs_holding(model: Darknet, count: int) -> list[int]:
+    """The cutoffs whose files hold exactly ``count`` floats (several when weightless
+    layers such as ``[shortcut]`` sit at the boundary); empty when none does."""
+    return [k for k, size in enumerate(prefix_floats(model)) if k and size == count]
+
+
+def load_weights(model: Darknet, path: str | Path, cutoff: int | None = None) -> WeightsHeader:
+    """Fill ``model`` (layers 0..cutoff-1 with a cutoff) from a ``.weights`` file; on any
+    error raise and change nothing."""
+    path = str(path)
+    header, floats = read_weights_file(path)
+    if cutoff is not None:
+        _check_cutoff(model, path, cutoff, len(floats))
+    needed = _float_count(model)
     plan: list[tuple[torch.Tensor, np.ndarray]] = []
     ptr = 0
-    for index, tensors in _layer_tensors(model):
+    for index, tensors in _layer_tensors(model, cutoff):
         layer_size = sum(t.numel() for t in tensors)
         if ptr + layer_size > len(floats):
             section = model.cfg.layers[index]
@@ -103,21 +134,57 @@ def load_weights(model: Darknet, path: str | Path) -> WeightsHeader:
             f"{path}: expected {needed} floats for {model.cfg.path}, found {len(floats)} "
             f"({len(floats) - needed} extra after the last layer; weights for another cfg?)"
         )
-    with torch.no_grad():
-        for t, values in plan:
-            t.copy_(torch.from_numpy(values.copy()).view_as(t))
+    copy_plan(plan)
     return header
 
 
-def write_weights(model: Darknet, f: BinaryIO, header: WeightsHeader | None = None) -> None:
-    """Write ``model`` as Darknet weights into the open binary file ``f``."""
+def copy_plan(plan: list[tuple[torch.Tensor, np.ndarray]]) -> None:
+    """Copy checked (tensor, values) pairs into the model: the only mutating step."""
+    with torch.no_grad():
+        for t, values in plan:
+            t.copy_(torch.from_numpy(values.copy()).view_as(t))
+
+
+def _check_cutoff(model: Darknet, path: str, cutoff: int, count: int) -> None:
+    """A cutoff must name layers of the cfg and match the file's size exactly."""
+    n = len(model.layers)
+    if not 0 < cutoff <= n:
+        raise WeightsError(f"cutoff {cutoff} is outside {model.cfg.path}'s layers 1..{n}")
+    needed = prefix_floats(model)[cutoff]
+    if needed == count:
+        return
+    fits = cutoffs_holding(model, count)
+    holds = (f"what cutoff {_span(fits)} needs" if fits
+             else "no cutoff of this cfg (weights for another cfg?)")
+    raise WeightsError(f"{path}: cutoff {cutoff} needs {needed} floats (layers 0-{cutoff - 1} "
+                       f"of {model.cfg.path}), the file holds {count}: {holds}")
+
+
+def _span(cutoffs: list[int]) -> str:
+    """``74``, or ``73 to 74`` when weightless layers make several cutoffs equal."""
+    return str(cutoffs[0]) if len(cutoffs) == 1 else f"{cutoffs[0]} to {cutoffs[-1]}"
+
+
+def write_weights(model: Darknet, f: BinaryIO, header: WeightsHeader | None = None,
+                  cutoff: int | None = None) -> None:
+    """Write ``model`` (layers 0..cutoff-1 with a cutoff) as Darknet weights into ``f``."""
     f.write((header or model.header).to_bytes())
-    for _, tensors in _layer_tensors(model):
+    for _, tensors in _layer_tensors(model, cutoff):
         for t in tensors:
             f.write(t.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes())
 
 
-def save_weights(model: Darknet, path: str | Path, header: WeightsHeader | None = None) -> None:
-    """Write ``model`` as Darknet weights, atomically."""
+def weights_nbytes(model: Darknet, header: WeightsHeader | None = None) -> int:
+    """The size of ``model``'s ``.weights`` file, without writing it."""
+    return len((header or model.header).to_bytes()) + 4 * _float_count(model)
+
+
+def _float_count(model: Darknet) -> int:
+    return sum(t.numel() for _, tensors in _layer_tensors(model) for t in tensors)
+
+
+def save_weights(model: Darknet, path: str | Path, header: WeightsHeader | None = None,
+                 cutoff: int | None = None) -> None:
+    """Write ``model`` (layers 0..cutoff-1 with a cutoff) as Darknet weights, atomically."""
     with atomic_open(path, "wb") as f:
-        write_weights(model, f, header)
+        write_weights(model, f, header, cutoff)

@@ -8,6 +8,7 @@ boxes are mapped back with the same ``Letterbox``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,15 +17,19 @@ from PIL import Image
 
 from common.errors import UserError
 from evaluation import postprocess
-from yolodata import ImageError, letterbox_image
-from yolodata.labels import IMAGE_ERRORS
+from yolodata import letterbox_image
+from yolodata.image import open_rgb
 from yolodata.spec import IMAGE_SUFFIXES
 
 Detector = Callable[[torch.Tensor], torch.Tensor]
 
 
 def find_images(source: str | Path) -> list[Path]:
-    """``source`` itself, or the image files (by suffix) directly inside it, sorted."""
+    """``source`` itself, or the image files (by suffix) directly inside it, sorted (those in
+    its sub-folders: :func:`images_below`). A URL is refused: nothing is downloaded."""
+    if isinstance(source, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source):
+        raise UserError(f"--source {source}: a URL; detect reads local files only (nothing "
+                        "is downloaded): download it first and pass the file")
     source = Path(source)
     if source.is_dir():
         images = sorted(p for p in source.iterdir()
@@ -37,13 +42,19 @@ def find_images(source: str | Path) -> list[Path]:
     return [source]
 
 
+def images_below(source: str | Path) -> int:
+    """How many image files the sub-folders of folder ``source`` hold (not processed)."""
+    source = Path(source)
+    if not source.is_dir():
+        return 0
+    return sum(1 for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+               and p.parent != source and p.is_file())
+
+
 def open_image(path: Path) -> Image.Image:
-    """The file decoded to RGB; ImageError naming it when it cannot be."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except IMAGE_ERRORS as e:
-        raise ImageError(f"cannot read image ({e})", path) from e
+    """The file as viewed, 8-bit RGB (``yolodata.image``, as training and eval read it);
+    ImageError naming it when it cannot be read."""
+    return open_rgb(path)
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Copy the README's two pictures from a pipeline run into docs/.
+"""Copy the docs' two pipeline pictures from a pipeline run into docs/.
 
     python main.py pipeline                    # writes runs/pipeline
     python docs/pictures.py                    # docs/compare.png, docs/prune_report.png

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -23,6 +24,7 @@ from yolodata import (
     YoloDataset,
     check_split,
     collate,
+    load_spec,
 )
 
 
@@ -69,9 +71,41 @@ def build_data(spec: DataSpec, img_size: int, augment: AugmentConfig | None = No
     val, skipped = _split(spec, "val", img_size, augment=False)
     train_set = val
     if train:
+        if not spec.train:
+            raise DataError(f"{spec.source}: no train split (a data yaml with only val "
+                            "serves eval, not training)")
         train_set, more = _split(spec, "train", img_size, augment=True, hyp=augment)
         skipped += more
     return DetectionData(train_set, val, spec.names, skipped)
+
+
+def load_data(source: str | Path | DataSpec, img_size: int, num_classes: int,
+              train: bool = True) -> DetectionData:
+    """The data set ``source`` names (a data yaml, a Darknet ``.data`` file, ``"demo"``, or a
+    ``DataSpec`` already loaded), checked against a model's class count, then built
+    (``build_data``; ``train=False``: the val split only). Training, evaluation and comparison
+    all load their data here."""
+    from common.errors import UserError
+
+    spec = source if isinstance(source, DataSpec) else load_spec(source)
+    if spec.num_classes != num_classes:
+        raise UserError(f"{spec.source}: {spec.num_classes} class names but the model's "
+                        f"[yolo] layers have classes={num_classes}")
+    return build_data(spec, img_size, train=train)
+
+
+def sample_split(spec: DataSpec, split: str, n: int, img_size: int,
+                 seed: int = 0) -> YoloDataset:
+    """``n`` images of ``split`` (all of them if it has fewer), letterboxed, not augmented: the
+    calibration set of BN recalibration and sensitivity analysis. Drawn at random (seeded), in
+    file order: a split listed by class or by video would give one kind of image otherwise;
+    only the drawn images are checked and decoded."""
+    images = getattr(spec, split)
+    if n < len(images):
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+        images = tuple(images[i] for i in sorted(pick.tolist()))
+    check = check_split(images, spec.num_classes, split)
+    return YoloDataset(check.images, spec.num_classes, img_size, augment=False)
 
 
 class EpochLoader:

@@ -68,6 +68,16 @@ class TrainerView(Protocol):
     def optimizer(self) -> Any:
         """The ``torch.optim.Optimizer`` (its param groups carry the current lr)."""
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch."""
+
+    def evaluate(self, model: Darknet) -> tuple[float, float]:
+        """(mAP@.5, mAP@.5:.95) of ``model`` on the run's val split (rank 0 only)."""
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current epoch; the checkpoint records it."""
+
     def log(self, text: str) -> None:
         """Print a line on rank 0 only, without breaking the progress bar."""
 

@@ -10,7 +10,8 @@
 
 ``run_training`` joins the ``torchrun`` process group when there is one, picks the device,
 reads and checks the cfg, prepares the output folder (``engine.writer.new_run_dir``), seeds,
-builds the model (random init with prior detection biases, or ``weights``), checks the data,
+builds the model (random init with prior detection biases, then ``weights`` if given: whole,
+up to a cutoff, or transferred to other heads, ``darknet.transfer``), checks the data,
 writes ``model.cfg`` and ``run.json``, and runs ``Trainer.fit``.
 
 Resuming (``RunSpec.resume``) takes the cfg text, data, start weights, command, record and
@@ -28,10 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import lock
+from common.artefacts import BEST_WEIGHTS, CHECKPOINT, LAST_WEIGHTS
 from common.errors import UserError
 from darknet import Darknet, parse_cfg_text
+from darknet.transfer import StartWeights, load_start_weights
 from engine.checkpoint import load_checkpoint, seed_everything
-from engine.data import DetectionData, build_data, skipped_summary
+from engine.data import DetectionData, load_data, skipped_summary
 from engine.distributed import (
     DistInfo,
     barrier,
@@ -43,7 +47,7 @@ from engine.distributed import (
 from engine.hooks import Hook
 from engine.loss import init_detection_biases
 from engine.trainer import TrainConfig, Trainer, check_resumable
-from engine.writer import CHECKPOINT, holds_run, new_run_dir
+from engine.writer import holds_run, new_run_dir
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,10 @@ class RunSpec:
 
     ``cfg`` names the cfg file (read unless ``cfg_text`` is given); ``data`` is a data yaml,
     a Darknet ``.data`` file or ``"demo"``; ``weights`` the Darknet weights to start from
-    (None: random init). ``numbered``: when ``out_dir`` is taken, use the first free of
-    ``out_dir2``, ``out_dir3``, ...; else a fresh run refuses an ``out_dir`` holding a run.
+    (None: random init), with ``cutoff`` (load layers 0..cutoff-1; implied by a ``*.conv.N``
+    name) or ``transfer`` (load what fits, re-initialise other head convs). ``numbered``:
+    when ``out_dir`` is taken, use the first free of ``out_dir2``, ``out_dir3``, ...; else a
+    fresh run refuses an ``out_dir`` holding a run.
     ``command`` (the CLI command) and ``record`` (its flags) are stored in the checkpoint so a
     resume can check it continues the same thing. ``checkpoint``: set by ``resume``.
     """
@@ -63,6 +69,8 @@ class RunSpec:
     out_dir: Path
     config: TrainConfig = field(default_factory=TrainConfig)
     weights: str | None = None
+    cutoff: int | None = None
+    transfer: bool = False
     command: str = "train"
     record: Mapping[str, Any] = field(default_factory=dict)
     cfg_text: str | None = None
@@ -72,6 +80,16 @@ class RunSpec:
     workers: int | None = None
     progress: bool = True
     checkpoint: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        # A script may pass paths as str or Path (``write_pruned``'s files are Paths); the
+        # checkpoint and run.json record them as text.
+        object.__setattr__(self, "cfg", str(self.cfg))
+        object.__setattr__(self, "data", str(self.data))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", str(self.weights))
+        object.__setattr__(self, "hooks", tuple(self.hooks))
 
     @classmethod
     def resume(cls, out_dir: str | Path) -> RunSpec:
@@ -112,6 +130,16 @@ class RunResult:
     is_main: bool
     skipped: tuple[tuple[str, str], ...]  # (image, reason) of the unreadable images left out
 
+    @property
+    def best_weights(self) -> Path:
+        """The weights of the epoch with the best mAP@.5:.95 (EMA copy)."""
+        return self.out_dir / BEST_WEIGHTS
+
+    @property
+    def last_weights(self) -> Path:
+        """The weights of the last completed epoch (EMA copy)."""
+        return self.out_dir / LAST_WEIGHTS
+
 
 def run_training(spec: RunSpec) -> RunResult:
     """Train (or continue) the run ``spec`` describes; see the module docstring."""
@@ -132,13 +160,22 @@ def _run(spec: RunSpec, dist: DistInfo, workers: int) -> RunResult:
     cfg = parse_cfg_text(cfg_text, spec.cfg)
     cfg.require_heads(f"main.py {spec.command}")
     out = spec.out_dir if spec.resuming else _fresh_out_dir(spec, dist)
+    try:
+        return _train(spec, dist, workers, cfg, cfg_text, out)
+    finally:
+        if spec.numbered and not spec.resuming:
+            lock.release(out)  # taken by new_run_dir
+
+
+def _train(spec: RunSpec, dist: DistInfo, workers: int, cfg, cfg_text: str,
+           out: Path) -> RunResult:
     seed_everything(spec.config.seed)  # the random init is part of the run
     model = Darknet(cfg)
+    loaded = None
     if not spec.resuming:
+        init_detection_biases(model, spec.config.img_size)  # what a partial load leaves
         if spec.weights:
-            model.load_weights(spec.weights)
-        else:
-            init_detection_biases(model, spec.config.img_size)
+            loaded = load_start_weights(model, spec.weights, spec.cutoff, spec.transfer)
     data = _load_data(spec.data, spec.config.img_size, dist, model.num_classes)
     meta = {"cfg": spec.cfg, "cfg_text": cfg_text, "data": spec.data, "weights": spec.weights,
             "command": spec.command, "record": dict(spec.record)}
@@ -149,7 +186,7 @@ def _run(spec: RunSpec, dist: DistInfo, workers: int) -> RunResult:
             "meta": {k: v for k, v in meta.items() if k != "cfg_text"},
             "config": spec.config.as_dict(), "processes": dist.world_size,
             "device": str(dist.device)})
-        _log_start(trainer, spec, data)
+        _log_start(trainer, spec, data, loaded)
     start = time.perf_counter()
     history = trainer.fit(spec.checkpoint)
     barrier()
@@ -179,15 +216,15 @@ def _load_data(source: str, img_size: int, dist: DistInfo, num_classes: int) -> 
     barrier()
     if spec is None:
         spec = load_spec(source)
-    if spec.num_classes != num_classes:
-        raise UserError(f"{spec.source}: {spec.num_classes} class names but the cfg's [yolo] "
-                        f"layers have classes={num_classes}")
-    return build_data(spec, img_size)
+    return load_data(spec, img_size, num_classes)
 
 
-def _log_start(trainer: Trainer, spec: RunSpec, data: DetectionData) -> None:
+def _log_start(trainer: Trainer, spec: RunSpec, data: DetectionData,
+               loaded: StartWeights | None) -> None:
     if data.skipped:
         trainer.log(skipped_summary(data.skipped))
+    if loaded is not None and loaded.describe():
+        trainer.log(loaded.describe())
     config = spec.config
     action = (f"resuming {trainer.out_dir} after epoch {spec.done}" if spec.resuming
               else f"training into {trainer.out_dir}")

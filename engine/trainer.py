@@ -8,7 +8,10 @@ gradient clipping), optional EMA of the weights, ``DistributedDataParallel`` und
 (``engine.writer``: rank 0, checkpoint first).
 
 A non-finite loss stops the run with ``NonFiniteLossError`` before anything of that epoch
-is written, so the files of the last completed epoch stay as they were.
+is written, so the files of the last completed epoch stay as they were. Weights can also
+explode while the loss stays finite (a huge --lr): the next step, of a resumed run too, is
+NaN. So before an epoch's checkpoint is committed its weights are checked (``_check_weights``)
+and a bad epoch stops the run the same way: the checkpoint on disk is always resumable.
 
 ``Trainer.fit`` is the loop on a built model and data; ``engine.run.run_training`` is the
 whole run from a ``RunSpec`` (cfg, data, settings, output folder, resume).
@@ -17,6 +20,7 @@ whole run from a ``RunSpec`` (cfg, data, settings, output folder, resume).
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -28,17 +32,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.artefacts import CHECKPOINT
 from common.errors import UserError
 from darknet import Darknet
 from engine.checkpoint import rng_state, seed_everything, set_rng_state
 from engine.data import DetectionData, EpochLoader
 from engine.distributed import DistInfo, all_true, barrier, broadcast_object, distribute
 from engine.ema import ModelEMA
-from engine.evaluator import evaluate
+from engine.evaluator import evaluate_batches
 from engine.hooks import Hook
 from engine.loss import LOSS_NAMES, LossConfig, YoloLoss
 from engine.optim import OPTIMIZERS, Optimization
-from engine.writer import CHECKPOINT, RunWriter
+from engine.writer import RunWriter
 
 # What a resumed run may change (``engine.optim.Optimization.retarget``); all else must match.
 RESUMABLE = ("lr0", "epochs")
@@ -168,6 +173,7 @@ class Trainer:
         self.best: tuple[float, float] | None = None  # (map, map50) of best.weights
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.stopped: str | None = None  # why a hook ended the run early
 
     def _loaders(self, workers: int) -> tuple[EpochLoader, EpochLoader]:
         cfg, data, dist = self.config, self.data, self.dist
@@ -200,6 +206,21 @@ class Trainer:
         return self.optim.optimizer
 
     @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def evaluate(self, model: Darknet) -> tuple[float, float]:
+        """(mAP@.5, mAP@.5:.95) of ``model`` on the run's val split, as the epochs measure."""
+        cfg = self.config
+        res = evaluate_batches(model, self.val_loader, self.data.names, self.device,
+                               cfg.conf_thres, cfg.iou_thres, amp=self.amp)
+        return res.map50, res.map
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current epoch (its files are written as usual)."""
+        self.stopped = reason
+
+    @property
     def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         return self.optim.scheduler
 
@@ -215,8 +236,10 @@ class Trainer:
                 self.writer.write_epoch(self.state_dict(), self.eval_model, checkpoint=False)
         for hook in self.hooks:
             hook.on_train_start(self)
-        while self.epoch < self.config.epochs:
+        while self.epoch < self.config.epochs and not self.stopped:
             self._run_epoch(self.epoch)
+            if self.stopped:
+                self.log(f"stopped after epoch {self.epoch}: {self.stopped}")
         for hook in self.hooks:
             hook.on_train_end(self)
         return self.history
@@ -227,6 +250,7 @@ class Trainer:
         for hook in self.hooks:
             hook.on_epoch_start(self, epoch)
         metrics = self._train_epoch(epoch)
+        self._check_weights(epoch)
         metrics.update(self._maybe_evaluate(epoch))
         for hook in self.hooks:
             hook.on_epoch_end(self, metrics)
@@ -248,6 +272,7 @@ class Trainer:
             "best": self.best,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            "stopped": self.stopped,
             "hooks": {h.name: h.state_dict() for h in self.hooks},
             "config": self.config.as_dict(),
             "rng": rng_state(),
@@ -267,6 +292,7 @@ class Trainer:
         self.best = tuple(state["best"]) if state["best"] is not None else None
         self.best_epoch = state["best_epoch"]
         self.history = list(state["history"])
+        self.stopped = state.get("stopped")
         for hook in self.hooks:
             hook.load_state_dict(state["hooks"].get(hook.name, {}))
         set_rng_state(state["rng"])
@@ -288,8 +314,10 @@ class Trainer:
                    file=sys.stderr)
         for step, batch in enumerate(bar):
             images = batch.images.to(self.device, non_blocking=True)
-            row = self._train_step(epoch, step, images,
-                                   batch.targets.to(self.device, non_blocking=True))
+            targets = batch.targets.to(self.device, non_blocking=True)
+            if step == 0:
+                self._probe = (images, targets)  # for _check_weights
+            row = self._train_step(epoch, step, images, targets)
             sums += row
             seen += len(images) * self.dist.world_size
             if self.progress:
@@ -345,14 +373,40 @@ class Trainer:
     def _non_finite(self, epoch: int, step: int, row: torch.Tensor) -> NonFiniteLossError:
         parts = ", ".join(f"{n} {v:.4g}" for n, v in zip(LOSS_NAMES, row[1:4].tolist(),
                                                            strict=True))
-        if self.epoch:
-            kept = (f"{self.out_dir / CHECKPOINT} (epoch {self.epoch}) is intact; "
-                    "resume with a lower --lr")
-        else:
-            kept = "no epoch had completed, nothing was written; try a lower --lr"
         return NonFiniteLossError(
             f"loss became {row[0].item()} at epoch {epoch + 1}, iteration {step + 1} "
-            f"({parts}); {kept}")
+            f"({parts}); {self._kept()}")
+
+    def _kept(self) -> str:
+        """What a stop before this epoch's files leaves, and what to do (only true because
+        every committed checkpoint passed ``_check_weights``)."""
+        if self.epoch:
+            return (f"{self.out_dir / CHECKPOINT} (epoch {self.epoch}) is intact; resume with "
+                    "a lower --lr")
+        return "no epoch had completed, nothing was written; try a lower --lr"
+
+    @torch.no_grad()
+    def _check_weights(self, epoch: int) -> None:
+        """Refuse to commit epoch ``epoch``'s weights unless every weight (and the EMA copy)
+        is finite and the loss of the epoch's first batch, recomputed as the next step would
+        (train mode), is finite too; BatchNorm statistics are restored after that forward."""
+        models = [self.model, *([self.ema.module] if self.ema else [])]
+        finite = all(bool(torch.isfinite(t).all()) for m in models
+                     for t in (*m.parameters(), *m.buffers()) if t.is_floating_point())
+        loss = float("nan")
+        if finite:
+            saved = {k: v.clone() for k, v in self.model.named_buffers()}
+            images, targets = self._probe
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                loss = self.loss_fn(self.model(images), targets)[0].item()
+            for k, v in self.model.named_buffers():
+                v.copy_(saved[k])
+        if all_true(finite and math.isfinite(loss), self.device):
+            return
+        what = (f"give a loss of {loss} on its first batch" if finite
+                else "are not finite")
+        raise NonFiniteLossError(f"the weights after epoch {epoch + 1} {what} (diverged "
+                                 f"during it; not saved); {self._kept()}")
 
     # ------------------------------------------------------------------ evaluation
 
@@ -362,8 +416,8 @@ class Trainer:
         result: dict[str, Any] = {"map50": None, "map": None, "eval_s": None}
         if due and self.dist.is_main:
             start = time.perf_counter()
-            res = evaluate(self.eval_model, self.val_loader, self.data.names, self.device,
-                           cfg.conf_thres, cfg.iou_thres, amp=self.amp)
+            res = evaluate_batches(self.eval_model, self.val_loader, self.data.names,
+                                   self.device, cfg.conf_thres, cfg.iou_thres, amp=self.amp)
             result = {"map50": res.map50, "map": res.map,
                       "eval_s": time.perf_counter() - start}
         return broadcast_object(result)

@@ -32,6 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import charts
+from common import lock
+from common.artefacts import (
+    BEST_WEIGHTS,
+    CHECKPOINT,
+    LAST_WEIGHTS,
+    MODEL_CFG,
+    RESULTS_CHART,
+    RESULTS_CSV,
+    RESULTS_JSON,
+    RUN_RECORD,
+)
 from common.errors import UserError
 from common.io import atomic_write_text, ensure_writable_dir
 from darknet import Darknet, WeightsHeader, write_cfg
@@ -39,11 +50,10 @@ from engine.checkpoint import save_checkpoint
 from engine.hooks import Hook
 from engine.loss import LOSS_NAMES
 
-CHECKPOINT = "last.pt"
 RESULT_COLUMNS = ("epoch", "loss", *(f"loss_{n}" for n in LOSS_NAMES), "lr", "images_per_s",
                   "map50", "map", "train_s", "eval_s", "best")
 # Files only a completed epoch writes: any of them means a run was (or is) here.
-EPOCH_FILES = (CHECKPOINT, "last.weights", "best.weights", "results.json", "results.csv")
+EPOCH_FILES = (CHECKPOINT, LAST_WEIGHTS, BEST_WEIGHTS, RESULTS_JSON, RESULTS_CSV)
 
 
 def holds_run(out_dir: Path) -> bool:
@@ -53,11 +63,12 @@ def holds_run(out_dir: Path) -> bool:
 
 def new_run_dir(path: Path, numbered: bool = False) -> Path:
     """The folder a fresh run writes into, created. ``numbered``: the first of ``path``,
-    ``path2``, ``path3``, ... that is missing or empty; else ``path`` itself, refused when it
-    holds a run."""
+    ``path2``, ``path3``, ... that is missing or empty and whose lock (``common.lock``) this
+    process takes, so two runs started together get two folders (the caller releases it);
+    else ``path`` itself, refused when it holds a run."""
     if numbered:
         base, n = path, 1
-        while path.exists() and any(path.iterdir()):
+        while (path.exists() and any(path.iterdir())) or not _claim(path):
             n += 1
             path = base.with_name(f"{base.name}{n}")
     elif holds_run(path):
@@ -69,6 +80,17 @@ def new_run_dir(path: Path, numbered: bool = False) -> Path:
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} exists and is not a directory")
     return ensure_writable_dir(path)
+
+
+def _claim(path: Path) -> bool:
+    try:
+        lock.acquire(path)
+    except lock.FolderBusy:
+        return False
+    if [p for p in path.iterdir() if p.name != lock.LOCK_NAME]:  # filled before we locked
+        lock.release(path)
+        return False
+    return True
 
 
 def result_columns(history: Sequence[dict[str, Any]]) -> list[str]:
@@ -87,8 +109,8 @@ class RunWriter:
         self.hooks = list(hooks)
 
     def write_start(self, model: Darknet, record: dict[str, Any]) -> None:
-        write_cfg(model.cfg, self.out_dir / "model.cfg")
-        atomic_write_text(self.out_dir / "run.json", json.dumps(record, indent=2) + "\n")
+        write_cfg(model.cfg, self.out_dir / MODEL_CFG)
+        atomic_write_text(self.out_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")
 
     def write_epoch(self, state: dict[str, Any], model: Darknet, checkpoint: bool = True) -> None:
         """Epoch ``state['epoch']``'s files: ``state`` is the checkpoint, ``model`` the network
@@ -96,9 +118,9 @@ class RunWriter:
         if checkpoint:
             save_checkpoint(self.out_dir / CHECKPOINT, state)
         header = WeightsHeader(seen=state["iteration"] * state["config"]["batch_size"])
-        model.save_weights(self.out_dir / "last.weights", header)
+        model.save_weights(self.out_dir / LAST_WEIGHTS, header)
         if state["best_epoch"] == state["epoch"]:
-            model.save_weights(self.out_dir / "best.weights", header)
+            model.save_weights(self.out_dir / BEST_WEIGHTS, header)
         self.write_results(state["history"], state["best"], state["best_epoch"])
         for hook in self.hooks:
             hook.write(self.out_dir)
@@ -109,11 +131,11 @@ class RunWriter:
                    "best_map": best[0] if best else None,
                    "best_map50": best[1] if best else None,
                    "epochs": list(history)}
-        atomic_write_text(self.out_dir / "results.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.out_dir / RESULTS_JSON, json.dumps(summary, indent=2) + "\n")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, result_columns(history), extrasaction="ignore")
         writer.writeheader()
         for row in history:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        atomic_write_text(self.out_dir / "results.csv", buf.getvalue())
-        charts.write_chart(self.out_dir / "results.png", "results", list(history))
+        atomic_write_text(self.out_dir / RESULTS_CSV, buf.getvalue())
+        charts.write_chart(self.out_dir / RESULTS_CHART, "results", list(history))

@@ -11,7 +11,9 @@ Three separate concerns, one module each:
   constants), ``surgery`` (the slim model).
 
 Layer pruning follows the same split: ``blocks`` finds the removable identity-residual
-blocks, scores them (mean |gamma| before the add) and selects; ``block_cut`` cuts them.
+blocks, scores them (mean |gamma| before the add) and selects; ``block_cut`` cuts them;
+``sensitivity`` measures instead what removing each costs. ``recalibrate`` re-estimates the
+BatchNorm statistics of a cut model.
 
 ``settings`` is what a run is asked to do (``budget``: a GFLOPs, parameter or latency limit
 that ``search`` meets by choosing the ratio and the blocks); ``pipeline`` strings the steps
@@ -23,26 +25,18 @@ The names below load their module on first use, so that ``prune.settings`` (and 
 
 from __future__ import annotations
 
-import importlib
+from common.lazy import lazy_names
 
 _HOME = {
     "ChannelAnalysis": "analysis", "ChannelGroup": "analysis", "analyze": "analysis",
     "PruneError": "errors",
     "PruneReport": "pipeline", "prunable_batchnorm_names": "pipeline",
     "prunable_batchnorms": "pipeline", "prune_model": "pipeline", "write_pruned": "pipeline",
+    "PrunedFiles": "pipeline",
     "KeepPlan": "select", "select_channels": "select",
     "Budget": "budget", "BudgetError": "search",
     "MinKeep": "settings", "PruneSettings": "settings", "Ranking": "settings", "Scope": "settings",
 }
 
 __all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _HOME)

@@ -2,7 +2,7 @@
 
 Layer pruning removes whole identity-residual blocks: where ``out = x + branch(x)`` with
 nothing after the add, a branch that emits zero makes the block the identity, so the block can
-go and whatever read it reads ``x`` (DESIGN.md section 8). Two kinds qualify:
+go and whatever read it reads ``x`` (docs/pruning.md, "Removing whole blocks"). Two kinds qualify:
 
 * every ``[res2net]`` block: ``bn3(conv3(branch(x))) + x``, linear after the add;
 * a Darknet residual unit: a ``[shortcut] from=-3 activation=linear`` whose two preceding

@@ -54,6 +54,10 @@ class Budget:
         if not (math.isfinite(self.value) and self.value > 0):
             raise PruneError(f"{self.metric.flag} must be a positive number or a fraction of "
                              f"dense such as 0.3x, got {self}")
+        if self.relative and self.value >= 1:  # refused before any work (pipeline: training)
+            raise PruneError(f"{self.metric.flag} {self} is not below the dense model's "
+                             f"figure (1x): nothing would be pruned; a budget is a fraction "
+                             f"below 1, such as {self.value / 10:g}x")
 
     @classmethod
     def parse(cls, metric: Metric | str, text: str | float | Budget) -> Budget:
@@ -70,8 +74,14 @@ class Budget:
         return cls(metric, value, relative)
 
     def limit(self, dense: float) -> float:
-        """The figure a plan must not exceed, given the dense model's."""
-        return self.value * dense if self.relative else self.value
+        """The figure a plan must not exceed, given the dense model's; a limit the dense model
+        meets already (an absolute figure at or above it) is refused, naming both."""
+        limit = self.value * dense if self.relative else self.value
+        if limit >= dense:
+            raise PruneError(f"{self.metric.flag} {self} ({self.metric.format(limit)}) is not "
+                             f"below the dense model's {self.metric.format(dense)}: nothing "
+                             "would be pruned; ask for less than the dense figure")
+        return limit
 
     def __str__(self) -> str:
         return f"{self.value:g}{RELATIVE}" if self.relative else f"{self.value:g}"

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from common.cache import cache_root
+from common.cache import cache_folder, cache_root
 from common.errors import UserError
 from common.io import atomic_write_text, read_text
 from darknet.cfg import Cfg
@@ -102,7 +103,9 @@ class LatencyTable:
     """Milliseconds per :class:`ConvShape` for one machine and runtime, filled lazily.
 
     ``measured`` counts the shapes this object has measured (the overhead included): a
-    search that finds everything in the cache measures nothing.
+    search that finds everything in the cache measures nothing. ``notes``: one line per
+    repair made to the cache file (a bad entry dropped, to be measured again; an unreadable
+    file set aside as ``.bad``), for the command to print.
     """
 
     def __init__(self, measurer: Measurer | None, path: Path | None = None,
@@ -111,6 +114,7 @@ class LatencyTable:
         self.raw: dict[str, float] = dict(convs or {})
         self.overhead_ms = overhead
         self.measured = 0
+        self.notes: list[str] = []
 
     @classmethod
     def cached(cls, measurer: Measurer, folder: Path | None = None) -> LatencyTable:
@@ -118,7 +122,11 @@ class LatencyTable:
         path = cache_file(measurer.fingerprint, folder)
         table = cls(measurer, path)
         if path.exists():
-            table._merge(_read_cache(path, measurer.fingerprint))
+            data = _read_cache(path, measurer.fingerprint)
+            if data is None:
+                table.notes.append(_set_aside(path))
+            else:
+                table._merge(data)
         return table
 
     def ensure(self, shapes: Iterable[ConvShape]) -> None:
@@ -150,18 +158,31 @@ class LatencyTable:
         """Write the table (merged with what another process may have added meanwhile)."""
         if self.path is None or self.measurer is None:
             return
-        if self.path.exists():
-            self._merge(_read_cache(self.path, self.measurer.fingerprint), keep_own=True)
+        if self.path.exists():  # what another process added; an unreadable file is replaced
+            data = _read_cache(self.path, self.measurer.fingerprint)
+            if data is not None:
+                self._merge(data, keep_own=True)
         data = {"fingerprint": dict(self.measurer.fingerprint), "overhead_ms": self.overhead_ms,
                 "convs": dict(sorted(self.raw.items()))}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        cache_folder(self.path.parent)
         atomic_write_text(self.path, json.dumps(data, indent=0) + "\n")
 
     def _merge(self, data: dict, keep_own: bool = False) -> None:
-        theirs = {k: float(v) for k, v in data.get("convs", {}).items()}
+        """Take ``data``'s entries; one that is not a time (null, text, negative, NaN: a hand
+        edit, another version) is left out, so it is measured again when needed."""
+        theirs = {k: float(v) for k, v in data["convs"].items() if _is_ms(v)}
+        bad = [k for k in data["convs"] if k not in theirs]
+        overhead = data.get("overhead_ms")
+        if overhead is not None and not _is_ms(overhead):
+            bad.append("overhead_ms")
+            overhead = None
+        if bad and not keep_own:
+            self.notes.append(
+                f"{self.path}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} not a time "
+                f"({bad[0]!r}: {data['convs'].get(bad[0], overhead)!r}), measured again")
         self.raw = {**self.raw, **theirs} if not keep_own else {**theirs, **self.raw}
-        if self.overhead_ms is None and data.get("overhead_ms") is not None:
-            self.overhead_ms = float(data["overhead_ms"])
+        if self.overhead_ms is None and overhead is not None:
+            self.overhead_ms = float(overhead)
 
 
 def cache_file(fingerprint: Mapping[str, str], folder: Path | None = None) -> Path:
@@ -171,17 +192,33 @@ def cache_file(fingerprint: Mapping[str, str], folder: Path | None = None) -> Pa
     return (folder or cache_root() / "latency") / f"{runtime}-{digest[:16]}.json"
 
 
-def _read_cache(path: Path, fingerprint: Mapping[str, str]) -> dict:
+def _is_ms(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def _read_cache(path: Path, fingerprint: Mapping[str, str]) -> dict | None:
+    """The cache file's table, or None when it is not one of this machine (garbage, cut
+    short, not UTF-8, another fingerprint under this machine's name)."""
     try:
         data = json.loads(read_text(path, "latency table"))
-        ok = (isinstance(data, dict) and data.get("fingerprint") == dict(fingerprint)
-              and isinstance(data.get("convs"), dict))
-    except json.JSONDecodeError:
-        ok = False
-    if not ok:
-        raise UserError(f"{path}: not a latency table of this machine; delete it (it is "
-                        "measured again when needed)")
-    return data
+    except (UserError, json.JSONDecodeError):
+        return None
+    ok = (isinstance(data, dict) and data.get("fingerprint") == dict(fingerprint)
+          and isinstance(data.get("convs"), dict))
+    return data if ok else None
+
+
+def _set_aside(path: Path) -> str:
+    """Rename an unreadable cache file to ``<name>.bad`` (kept for a look, out of the way);
+    the table is measured again. Returns the line saying so."""
+    bad = path.with_name(path.name + ".bad")
+    try:
+        path.replace(bad)
+    except OSError as e:
+        raise UserError(f"{path}: not a latency table of this machine, and it cannot be set "
+                        f"aside ({e.strerror}); delete it") from None
+    return f"{path}: not a latency table of this machine; set aside as {bad.name}, measured again"
 
 
 # -- what the table says about a cfg ----------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 from torch import nn
 
 import charts
+from common.artefacts import PRUNE_CHART, PRUNE_REPORT, PRUNED_CFG, PRUNED_WEIGHTS
 from common.io import write_together
 from darknet.cfg import Cfg, format_cfg
 from darknet.cost import network_cost
@@ -33,13 +34,12 @@ from .fold import FoldNote, OffsetNote
 from .importance import abs_gammas
 from .latency import LatencyContext, LatencyPredictor
 from .ranking import Ranker
+from .recalibrate import Recalibration
 from .search import BudgetError, Found, PlanSpace, Step, figure_of, search_budget
 from .select import FloorNote, check_plan
+from .sensitivity import Sensitivity
 from .settings import AUTO, PruneSettings, Ranking, Scope, auto_round_to
 from .surgery import cut_model
-
-PRUNED_CFG, PRUNED_WEIGHTS, PRUNE_REPORT = "pruned.cfg", "pruned.weights", "prune_report.json"
-PRUNE_CHART = "prune_report.png"
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,9 @@ class PruneReport:
     block_folds: tuple[FoldNote, ...]  # convs that absorbed a removed block's act(beta)
     block_unfolded: tuple[OffsetNote, ...]  # where such a constant could not be folded
     search: SearchReport | None  # how a budget chose ``settings.ratio`` (and ``layers``)
+    # The slim model's BN statistics re-estimated after the cut (main.py prune --data)
+    recalibration: Recalibration | None = None
+    sensitivity: str | None = None  # --block-ranking sensitivity: a file, or "measured"
 
     def as_dict(self) -> dict:
         """The report's JSON; ``settings`` as :meth:`PruneSettings.as_dict` gives them (with
@@ -177,7 +180,8 @@ def _check_prunable(analysis: ChannelAnalysis, scope: Scope) -> None:
 
 
 def prune_model(model: Darknet, settings: PruneSettings, img_size: int | None = None,
-                latency: LatencyContext | None = None) -> tuple[Darknet, PruneReport]:
+                latency: LatencyContext | None = None,
+                sensitivity: Sensitivity | None = None) -> tuple[Darknet, PruneReport]:
     """Remove the ``settings.layers`` lowest-scored blocks of ``model`` (``prune.blocks``),
     then the least important ``settings.ratio`` of the prunable coupled channels of the rest;
     with a budget (``settings.budget``), the ratio and, for ``layers="auto"``, the blocks
@@ -191,6 +195,8 @@ def prune_model(model: Darknet, settings: PruneSettings, img_size: int | None = 
 
     ``latency`` (the table, and whole-model timing) serves ``--ranking latency`` and latency
     budgets; default: onnxruntime on this machine (``prune.op_timing.ort_context``).
+    ``sensitivity`` (``prune.sensitivity``, measured on ``model``) serves
+    ``block_ranking="sensitivity"``.
     """
     img_size = img_size or model.cfg.net.height
     settings = with_round_to(settings, model.cfg)
@@ -198,7 +204,7 @@ def prune_model(model: Darknet, settings: PruneSettings, img_size: int | None = 
         from .op_timing import ort_context
 
         latency = ort_context(img_size)
-    ranker = Ranker(settings, img_size, latency.table if latency else None)
+    ranker = Ranker(settings, img_size, latency.table if latency else None, sensitivity)
     space = PlanSpace(model.cfg, abs_gammas(model), ranker)
     budget = settings.budget
     if budget is None:

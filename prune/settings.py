@@ -51,6 +51,15 @@ class Ranking(enum.StrEnum):
     LATENCY = "latency"
 
 
+class BlockRanking(enum.StrEnum):
+    """What ``--layers`` removes first: ``gamma``: the blocks whose BN before the add has the
+    lowest mean |gamma|; ``sensitivity``: those whose removal raised the calibration loss the
+    least, as measured by ``prune.sensitivity``."""
+
+    GAMMA = "gamma"
+    SENSITIVITY = "sensitivity"
+
+
 @dataclass(frozen=True)
 class MinKeep:
     """The per-layer floor: a fraction of the layer's channels (``0 < value < 1``) or a count.
@@ -167,11 +176,19 @@ class PruneSettings:
         0.5, _interval(0, 1, high_open=True),
         "fraction of the prunable (coupled) channels to remove, in [0, 1)")
     layers: int | str = _setting(
-        0, _whole_or_auto(0), "first remove the N blocks whose BN before the add has the "
-        "lowest mean |gamma| (auto: the budget search chooses N; needs a --target-*)",
+        0, _whole_or_auto(0), "first remove the N least important blocks (--block-ranking: by "
+        "default, the lowest mean |gamma| of the BN before the add) (auto: the budget search "
+        "chooses N; needs a --target-*)",
         cli_type=str, metavar="N|auto")
-    # Measured on the demo (README, "The demo, measured"): at --ratio 0.5, E = 0 keeps 38% of
-    # the GFLOPs, E = 0.1 keeps 29% with fewer parameters too, and fine-tunes to the same mAP.
+    block_ranking: BlockRanking = _setting(
+        BlockRanking.GAMMA, _choice(BlockRanking),
+        "which blocks --layers removes first: gamma: the lowest mean |gamma| before the add; "
+        "sensitivity: the least loss increase measured with the block removed (main.py "
+        "analyze --sensitivity; needs --sensitivity FILE or --data)", cli_type=str,
+        choices=tuple(map(str, BlockRanking)))
+    # Measured on the demo (docs/results.md, "The demo pipeline"): at --ratio 0.5, E = 0
+    # keeps 38% of the GFLOPs, E = 0.1 keeps 29% with fewer parameters too, and fine-tunes
+    # to the same mAP.
     flops_exponent: float = _setting(
         0.1, _interval(0, 1, high_open=False),
         "rank channels by mean |gamma| / (their multiply-adds)^E, E in [0, 1]: 0 is network "
@@ -207,9 +224,10 @@ class PruneSettings:
     min_keep: MinKeep = _setting(
         MinKeep(0.2), _min_keep,
         "per-layer floor: a fraction (0.2 = 20%%, rounded up) or a count (8)", cli_type=str)
-    # Measured in onnxruntime and folded PyTorch (README, "Widths the kernels like"): on the
-    # full-size cfgs multiples of 8 (AVX2's NCHWc block) bring the latency ratio close to the
-    # GFLOPs ratio; on the demo they cost up to twice the GFLOPs and buy no latency.
+    # Measured in onnxruntime and folded PyTorch (docs/results.md, "Widths the kernels
+    # like"): on the full-size cfgs multiples of 8 (AVX2's NCHWc block) bring the latency
+    # ratio close to the GFLOPs ratio; on the demo they cost up to twice the GFLOPs and buy
+    # no latency.
     round_to: int | str = _setting(
         AUTO, _whole_or_auto(1), f"keep a multiple of N channels per layer (or all of them); auto: "
         f"{ROUND_TO_WIDE} on cfgs whose median BN layer has >= {WIDE_MEDIAN} channels (the "

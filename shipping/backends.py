@@ -3,7 +3,8 @@
 Every backend is called the same way: ``backend(images)`` with ``images [B, 3, H, W]`` (RGB
 in 0..1, letterboxed as ``main.py eval`` makes them) returns ``[B, N, 5 + classes]``, every
 candidate box as ``Darknet.forward`` documents it (``torch.cat(model(images), 1)`` of the
-eval model), on the CPU, NMS not applied. Evaluation, detection and timing take any of them.
+eval model), on the CPU, NMS not applied, and ``num_classes`` is set: a backend is a
+predictor ``engine.evaluator`` scores, and detection and timing take any of them.
 
 Two ways in:
 

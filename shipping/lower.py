@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from common.io import atomic_write_bytes, atomic_write_text
+from common.io import write_together
 from darknet.blocks import ACTIVATION, KERNEL, multiscale_branch
 from darknet.cfg import Cfg, format_cfg
 from darknet.edit import Rewriter, rewrite
@@ -51,7 +51,7 @@ from darknet.sections import (
     YoloSection,
 )
 from darknet.shapes import INPUT, infer_shapes
-from darknet.weights import storage_tensors
+from darknet.weights import storage_tensors, write_weights
 
 from .check import OutputCheck, check_images, compare_outputs, float64_copy
 
@@ -230,23 +230,28 @@ class LoweredFiles:
     max_abs_diff: float
 
 
+def _write_pair(model: Darknet, cfg_text: bytes, cfg_path: Path, weights_path: Path) -> None:
+    write_together([(weights_path, lambda f: write_weights(model, f)),
+                    (cfg_path, lambda f: f.write(cfg_text))])
+
+
 def write_lowered(model: Darknet, cfg_path: str | Path, weights_path: str | Path,
                   img_size: int | None = None) -> LoweredFiles:
     """``model`` as plain Darknet files, checked before anything is written.
 
     A cfg without project-only sections is copied byte for byte (when ``model.cfg`` was
-    read from a file) and its weights written as they are.
+    read from a file) and its weights written as they are. The pair is written together
+    (``common.io.write_together``, the cfg last): a kill or a full disk midway leaves an
+    earlier pair whole, or no cfg, never a cfg beside weights of another model.
     """
     cfg_path, weights_path = Path(cfg_path), Path(weights_path)
     if not needs_lowering(model.cfg):
         source = Path(model.cfg.path)
         text = source.read_bytes() if source.is_file() else format_cfg(model.cfg).encode()
-        model.save_weights(weights_path)
-        atomic_write_bytes(cfg_path, text)
+        _write_pair(model, text, cfg_path, weights_path)
         return LoweredFiles(cfg_path, weights_path, False, len(model.cfg.layers), 0.0)
     lowered = lowered_model(model)
     check = check_lowered(model, lowered, img_size)
-    lowered.save_weights(weights_path)
-    atomic_write_text(cfg_path, format_cfg(lowered.cfg))
+    _write_pair(lowered, format_cfg(lowered.cfg).encode("utf-8"), cfg_path, weights_path)
     return LoweredFiles(cfg_path, weights_path, True, len(lowered.cfg.layers),
                         check.max_abs_diff)

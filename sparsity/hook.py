@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 import charts
+from common.artefacts import GAMMA_CHART, GAMMA_STATS
 from common.errors import UserError
 from common.io import atomic_write_text
 from engine.hooks import Hook
@@ -48,6 +49,9 @@ class SparsityHook(Hook):
             raise UserError(f"{trainer.model.cfg.path}: no prunable BatchNorm for scope "
                             f"'{self.scope}'; sparse training would change nothing")
         self.bns = [trainer.model.get_submodule(n) for n in self.names]
+        self.describe(trainer)
+
+    def describe(self, trainer) -> None:
         trainer.log(f"sparsity: L1 on {len(self.bns)} prunable BatchNorms "
                     f"({sum(bn.num_features for bn in self.bns)} channels), scope {self.scope}")
 
@@ -69,9 +73,13 @@ class SparsityHook(Hook):
     def write(self, out_dir) -> None:
         if not self.history:
             return
-        stats = {"edges": list(EDGES), "epochs": self.history}
-        atomic_write_text(out_dir / "gamma_stats.json", json.dumps(stats, indent=1))
-        charts.write_chart(out_dir / "gamma_hist.png", "gamma_hist", stats)
+        stats = {"edges": list(EDGES), "epochs": self.history, **self.extra_stats()}
+        atomic_write_text(out_dir / GAMMA_STATS, json.dumps(stats, indent=1))
+        charts.write_chart(out_dir / GAMMA_CHART, "gamma_hist", stats)
+
+    def extra_stats(self) -> dict[str, Any]:
+        """What gamma_stats.json holds besides the per-epoch statistics."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         # The settings travel with the checkpoint: --resume continues the same schedule.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CFGS, randomize_bn, sized
+from helpers import ROOT, TINY_CFGS, randomize_bn, sized
 from torch import nn
 
 from darknet import Darknet

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomize_bn
+from helpers import randomize_bn
 from seed_reference import SeedBottle2neck, seed_triangle
 
 from darknet.blocks import Bottle2neck, Triangle

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 
 from common.boxes import cxcywh_to_xyxy, wh_iou, xyxy_to_cxcywh
 from common.errors import UserError

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
+from helpers import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
 
 from darknet import CfgError, Darknet, format_cfg, parse_cfg, parse_cfg_text
 from darknet.sections import SECTION_TYPES, RouteSection, YoloSection

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 from PIL import Image
 
 import charts
@@ -219,7 +219,8 @@ def test_gamma_legend_names_every_epoch_when_few_else_first_middle_last(n, shown
 def test_sparse_cli_refuses_a_bad_prune_ratio(tmp_path, capsys):
     import main
 
-    assert main.main(["sparse", "--prune-ratio", "1", "--out", str(tmp_path / "s")]) == 2
+    assert main.main(["sparse", "--penalty", "l1", "--prune-ratio", "1",
+                      "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err == "error: --prune-ratio must be in [0, 1), got 1.0\n"
     assert not (tmp_path / "s").exists()
 
@@ -228,7 +229,7 @@ def test_pipeline_passes_its_ratio_to_sparse_as_the_drawn_cut():
     from commands import build_parser
     from commands.pipeline import Paths, stage_argv
 
-    args = build_parser().parse_args(["pipeline", "--ratio", "0.3"])
+    args = build_parser().parse_args(["pipeline", "--penalty", "l1", "--ratio", "0.3"])
     argv = stage_argv("sparse", args, Paths(ROOT / "runs" / "x"))
     assert build_parser().parse_args(argv).prune_ratio == 0.3
 
@@ -345,15 +346,7 @@ def test_prune_chart_title_is_the_command_that_chose_the_cut():
 # ---------------------------------------------------------------------------- written by runs
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from yolodata import ensure_demo_dataset
-
-    root = tmp_path_factory.mktemp("demo")
-    return ensure_demo_dataset(root=root, n_train=8, n_val=4, img_size=64, seed=3)
-
-
-def train(tiny_data, out, hooks=(), epochs=2):
+def train(demo_data, out, hooks=(), epochs=2):
     from darknet import Darknet
     from engine.data import build_data
     from engine.trainer import TrainConfig, Trainer
@@ -361,19 +354,19 @@ def train(tiny_data, out, hooks=(), epochs=2):
 
     torch.manual_seed(0)
     config = TrainConfig(epochs=epochs, batch_size=4, img_size=64, ema=False, seed=0)
-    trainer = Trainer(Darknet(DEMO_CFG), build_data(load_spec(tiny_data), 64), config, out,
+    trainer = Trainer(Darknet(DEMO_CFG), build_data(load_spec(demo_data), 64), config, out,
                       hooks=list(hooks), progress=False)
     trainer.fit()
     return trainer
 
 
 @pytest.mark.slow  # trains two epochs
-def test_a_sparse_run_writes_results_and_gamma_charts(tiny_data, tmp_path):
+def test_a_sparse_run_writes_results_and_gamma_charts(demo_data, tmp_path):
     from charts import gamma_hist, results
     from sparsity.hook import SparsityHook
     from sparsity.penalty import SparsitySchedule
 
-    train(tiny_data, tmp_path, [SparsityHook(SparsitySchedule(0.01), prune_ratio=0.4)])
+    train(demo_data, tmp_path, [SparsityHook(SparsitySchedule(0.01), prune_ratio=0.4)])
     assert png_size((tmp_path / "results.png").read_bytes()) == results.SIZE
     assert png_size((tmp_path / "gamma_hist.png").read_bytes()) == gamma_hist.SIZE
     stats = json.loads((tmp_path / "gamma_stats.json").read_text())
@@ -383,7 +376,7 @@ def test_a_sparse_run_writes_results_and_gamma_charts(tiny_data, tmp_path):
 
 
 @pytest.mark.slow  # trains two epochs
-def test_a_failing_chart_is_one_warning_and_the_run_goes_on(tiny_data, tmp_path, monkeypatch,
+def test_a_failing_chart_is_one_warning_and_the_run_goes_on(demo_data, tmp_path, monkeypatch,
                                                              caplog):
     from charts import results
 
@@ -393,7 +386,7 @@ def test_a_failing_chart_is_one_warning_and_the_run_goes_on(tiny_data, tmp_path,
     monkeypatch.setattr(results, "figure", broken)
     (tmp_path / "results.png").write_bytes(b"stale")
     with caplog.at_level(logging.WARNING, logger="charts"):
-        trainer = train(tiny_data, tmp_path, epochs=2)
+        trainer = train(demo_data, tmp_path, epochs=2)
     assert len(trainer.history) == 2 and (tmp_path / "results.csv").is_file()
     assert not (tmp_path / "results.png").exists()  # no picture that disagrees with the csv
     assert [r.getMessage() for r in caplog.records] == [

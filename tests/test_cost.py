@@ -7,7 +7,7 @@ import re
 import pytest
 import thop
 import torch
-from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
+from helpers import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
 
 from darknet import Darknet, parse_cfg
 from darknet.cost import COST_RULES, network_cost
@@ -30,7 +30,7 @@ def test_every_section_type_has_a_cost_rule():
 
 @pytest.mark.parametrize("path", sized(ALL_CFGS))
 def test_macs_are_what_thop_counts(path):
-    """Square and not; YOLOv3 also at the README's 416 px."""
+    """Square and not; YOLOv3 also at the docs' 416 px."""
     model = Darknet(path)
     sizes = [(64, 64), (64, 96), *([(416, 416)] if path.name == "yolov3.cfg" else [])]
     for height, width in sizes:
@@ -63,17 +63,18 @@ def test_each_layer_lists_the_convs_its_module_has(path):
         assert cost.params == sum(p.numel() for p in layer.parameters())
 
 
-def readme_models_table() -> dict[str, list[str]]:
-    """The README's "Models" table: cfg path -> [params, GFLOPs @416, GFLOPs @608] cells."""
-    text = (ROOT / "README.md").read_text()
+def docs_models_table() -> dict[str, list[str]]:
+    """The "Models" table of docs/extending.md: cfg path -> [params, GFLOPs @416, GFLOPs @608]
+    cells."""
+    text = (ROOT / "docs" / "extending.md").read_text()
     section = text[text.index("## Models"):]
     rows = re.findall(r"^\| `(cfgs/[^`]+)` \|[^|]*\|([^|]*)\|([^|]*)\|([^|]*)\|$", section,
                       re.MULTILINE)
     return {cfg: [cell.strip() for cell in cells] for cfg, *cells in rows}
 
 
-def test_the_readme_models_table_is_what_the_code_counts():
-    table = readme_models_table()
+def test_the_docs_models_table_is_what_the_code_counts():
+    table = docs_models_table()
     assert set(table) == {f"cfgs/{p.name}" for p in PROJECT_CFGS}
     for path, (params, *gflops) in table.items():
         cfg = parse_cfg(ROOT / path)

@@ -10,9 +10,7 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import ROOT
-
-from yolodata import ensure_demo_dataset
+from helpers import ROOT
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
 
@@ -27,13 +25,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def data_yaml(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    return ensure_demo_dataset(root=root, n_train=8, n_val=4, img_size=64, seed=4)
-
-
-def _worker(rank: int, world: int, port: int, data_yaml: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, demo_data: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -49,7 +41,7 @@ def _worker(rank: int, world: int, port: int, data_yaml: str, out: str) -> None:
         model = Darknet(DEMO)
         start = {n: p.detach().clone() for n, p in model.named_parameters()}
         config = TrainConfig(epochs=1, batch_size=4, img_size=64, ema=False)
-        trainer = Trainer(model, build_data(load_spec(data_yaml), 64), config, out, dist=dist,
+        trainer = Trainer(model, build_data(load_spec(demo_data), 64), config, out, dist=dist,
                           progress=False)
         trainer.fit()
         torch.save({"start": start, "end": {n: p.detach() for n, p in model.named_parameters()},
@@ -59,8 +51,8 @@ def _worker(rank: int, world: int, port: int, data_yaml: str, out: str) -> None:
         cleanup_distributed()
 
 
-def test_two_gloo_processes_step_and_keep_replicas_equal(data_yaml, tmp_path):
-    mp.spawn(_worker, args=(2, free_port(), str(data_yaml), str(tmp_path)), nprocs=2,
+def test_two_gloo_processes_step_and_keep_replicas_equal(demo_data, tmp_path):
+    mp.spawn(_worker, args=(2, free_port(), str(demo_data), str(tmp_path)), nprocs=2,
              join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert r0["steps"] == r1["steps"] == 2  # 8 images, 2 per process per step
@@ -74,13 +66,13 @@ def test_two_gloo_processes_step_and_keep_replicas_equal(data_yaml, tmp_path):
 
 
 @pytest.mark.e2e
-def test_torchrun_main_train(data_yaml, tmp_path):
+def test_torchrun_main_train(demo_data, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
          "--master_port", str(free_port()), str(ROOT / "main.py"), "train",
-         "--cfg", str(DEMO), "--data", str(data_yaml), "--epochs", "1", "--img-size", "64",
+         "--cfg", str(DEMO), "--data", str(demo_data), "--epochs", "1", "--img-size", "64",
          "--batch-size", "4", "--workers", "0", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

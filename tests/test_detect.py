@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, calibrate_heads
+from helpers import ROOT, calibrate_heads
 from PIL import Image
 
 import main

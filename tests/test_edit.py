@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, PROJECT_CFGS, TINY_CFGS, randomize_bn
+from helpers import OFFICIAL_CFGS, PROJECT_CFGS, TINY_CFGS, randomize_bn
 
 from darknet import CfgError, Darknet, format_cfg, parse_cfg, parse_cfg_text
 from darknet.edit import remove_layers, rewrite

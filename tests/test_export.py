@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, calibrate_heads, images
+from helpers import OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, calibrate_heads, images
 
 import main
 from darknet import Darknet

@@ -9,7 +9,7 @@ import json
 import onnx
 import pytest
 import torch
-from conftest import ROOT, calibrate_heads, images
+from helpers import ROOT, calibrate_heads, images
 
 import main
 from darknet import Darknet
@@ -109,7 +109,7 @@ def test_max_map_drop_0_refuses_in_one_line_and_writes_nothing(own_labels, tmp_p
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_export_int8_prints_both_maps_and_writes_the_file_it_measured(own_labels, tmp_path,
                                                                       capsys, fmt):
-    from shipping.accuracy import backend_map
+    from engine.evaluator import evaluate_batches
     from yolodata import YoloDataset, collate, load_spec
 
     out = tmp_path / "out"
@@ -122,7 +122,7 @@ def test_export_int8_prints_both_maps_and_writes_the_file_it_measured(own_labels
     val = YoloDataset(spec.val, spec.num_classes, 64)
     batches = [collate([val[i] for i in range(len(val))])]
     shipped = open_file(out / ("demo.onnx" if fmt == "onnx" else "demo.xml"))
-    assert backend_map(shipped, batches, spec.names).map == pytest.approx(report["map"])
+    assert evaluate_batches(shipped, batches, spec.names).map == pytest.approx(report["map"])
 
 
 @pytest.mark.e2e

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 
 from darknet import Darknet
 from engine.loss import LossConfig, YoloLoss, box_giou, init_detection_biases, wh_iou

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate_heads, images
+from helpers import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate_heads, images
 
 import main
 from darknet import CfgError, Darknet, parse_cfg, parse_cfg_text

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 from onnx.numpy_helper import to_array
 
 import main

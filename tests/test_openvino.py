@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, calibrate_heads, images
+from helpers import ROOT, calibrate_heads, images
 
 import main
 from darknet import Darknet

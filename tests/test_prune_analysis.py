@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PROJECT_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, sized
+from helpers import PROJECT_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, sized
 
 from darknet import Darknet, parse_cfg, parse_cfg_text
 from darknet.sections import SECTION_TYPES, NetSection

@@ -1,10 +1,11 @@
 """Layer pruning: which blocks are removable, how they rank, and the cut's contract.
 
-The contract (DESIGN.md section 8): zeroing the gamma and beta of a block's pre-add BN makes
-the block the identity, so the slim model must equal the dense model with those BNs zeroed,
-and, with ``ratio`` too, with the removed channels zeroed as in ``test_prune_contract``. The
-removed blocks and channels are read from the report alone (dense layer indices and BN
-names), so a wrong mapping back to the dense model fails these tests too.
+The contract (docs/pruning.md, "Removing whole blocks"): zeroing the gamma and beta of a
+block's pre-add BN makes the block the identity, so the slim model must equal the dense model
+with those BNs zeroed, and, with ``ratio`` too, with the removed channels zeroed as in
+``test_prune_contract``. The removed blocks and channels are read from the report alone
+(dense layer indices and BN names), so a wrong mapping back to the dense model fails these
+tests too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_CFGS, ROOT, TINY_CFGS, YOLO_HEAD, calibrate, randomize_bn
-from test_prune_contract import FULL_RES2NET, raw, removed_masks, set_gammas, spread_gammas
+from helpers import (
+    FULL_RES2NET,
+    OFFICIAL_CFGS,
+    ROOT,
+    TINY_CFGS,
+    YOLO_HEAD,
+    assert_same_outputs,
+    calibrate,
+    randomize_bn,
+    raw,
+    set_gammas,
+    spread_gammas,
+    zero_blocks,
+    zero_channels,
+)
 
 from darknet import Darknet, format_cfg, parse_cfg, parse_cfg_text
 from prune import PruneError, PruneSettings, prune_model
@@ -35,28 +49,6 @@ def dense(path, seed=0, size=64) -> Darknet:
     torch.manual_seed(seed)
     model = spread_gammas(randomize_bn(Darknet(path), seed), seed)
     return calibrate(model, size, seed).eval()
-
-
-def zero_blocks(model: Darknet, report, beta: bool = True) -> None:
-    """Zero the pre-add BN gamma (and beta) of every block the report removed."""
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for b in report.removed_blocks:
-            modules[b.bn].weight.zero_()
-            if beta:
-                modules[b.bn].bias.zero_()
-
-
-def zero_channels(model: Darknet, kept: dict[str, list[int]], which: str) -> None:
-    with torch.no_grad():
-        for bn, mask in removed_masks(model, kept):
-            getattr(bn, which)[mask] = 0
-
-
-def assert_same_outputs(a: list[torch.Tensor], b: list[torch.Tensor], **tol) -> None:
-    assert len(a) == len(b)
-    for u, v in zip(a, b, strict=True):
-        torch.testing.assert_close(u, v, **(tol or TOL))
 
 
 def check_block_contract(model: Darknet, x: torch.Tensor, layers: int, ratio: float = 0.0,

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from darknet import Darknet
 from darknet.cost import network_cost
@@ -28,7 +28,7 @@ def test_a_budget_is_absolute_or_a_fraction_of_dense():
     assert relative.relative and relative.limit(10.0) == pytest.approx(3.0)
     assert str(relative) == "0.3x"
     assert not absolute.relative and absolute.limit(1e9) == 2.5e5 and str(absolute) == "250000"
-    assert Budget.parse("latency", " 12X ").limit(40.0) == pytest.approx(480.0)
+    assert Budget.parse("latency", " 0.12X ").limit(40.0) == pytest.approx(4.8)
     with pytest.raises(PruneError, match=r"--target-latency must be a positive number .* "
                                          r"got 'x'"):
         Budget.parse("latency", "x")
@@ -99,11 +99,14 @@ def test_a_budget_prune_lands_within_one_search_step(path, size, metric, target)
     assert network_cost(slim.cfg, size, size).gflops == pytest.approx(report.gflops_after)
 
 
-def test_a_budget_the_dense_model_meets_cuts_nothing():
+def test_a_budget_the_dense_model_meets_is_refused():
+    """1.5x is a typo for 0.15x far more often than a wish for an unpruned copy."""
     model = randomize_gammas(Darknet(TINY), seed=0).eval()
-    _, report = prune_model(model, PruneSettings(target_gflops="1.5x"))
-    assert report.settings.ratio == 0 and report.removed_channels == 0
-    assert len(report.search.steps) == 1
+    dense = network_cost(model.cfg, 64, 64).params
+    with pytest.raises(PruneError, match=r"--target-params 1.5x is not below .* \(1x\)"):
+        prune_model(model, PruneSettings(target_params="1.5x"))
+    with pytest.raises(PruneError, match=rf"is not below the dense model's {dense:,} params"):
+        prune_model(model, PruneSettings(target_params=str(dense)))
 
 
 def test_layers_auto_keeps_the_blocks_that_cost_least_gamma():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, YOLO_HEAD, randomize_bn
+from helpers import ROOT, YOLO_HEAD, randomize_bn
 
 import main
 from darknet import Darknet

@@ -14,25 +14,24 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CFGS, YOLO_HEAD, randomize_bn
+from helpers import (
+    FULL_RES2NET,
+    TINY_CFGS,
+    YOLO_HEAD,
+    assert_outputs_close,
+    randomize_bn,
+    raw,
+    removed_masks,
+    set_gammas,
+    spread_gammas,
+)
 
+from common.artefacts import PRUNED_CFG, PRUNED_WEIGHTS
 from darknet import Darknet, parse_cfg_text
 from prune import MinKeep, PruneSettings, analyze, prune_model, write_pruned
-from prune.pipeline import PRUNED_CFG, PRUNED_WEIGHTS
 from prune.select import FloorNote
 
-FULL_RES2NET = [ROOT / "cfgs" / "res2net-yolov3.cfg", ROOT / "cfgs" / "res2net-yolov3-triangle.cfg"]
-
-
 # ---------------------------------------------------------------- helpers (oracle side)
-
-def removed_masks(model: torch.nn.Module, kept: dict[str, list[int]]):
-    modules = dict(model.named_modules())
-    for name, idx in kept.items():
-        bn = modules[name]
-        mask = torch.ones(bn.num_features, dtype=torch.bool)
-        mask[idx] = False
-        yield bn, mask
 
 
 def masked(model: torch.nn.Module, kept: dict[str, list[int]]) -> torch.nn.Module:
@@ -42,30 +41,6 @@ def masked(model: torch.nn.Module, kept: dict[str, list[int]]) -> torch.nn.Modul
         for bn, mask in removed_masks(model, kept):
             bn.weight[mask] = 0
     return model
-
-
-def spread_gammas(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Gammas like after sparse training: many near zero, the rest O(1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                small = torch.rand(n, generator=g) < 0.5
-                m.weight.copy_(torch.where(small, torch.rand(n, generator=g) * 1e-2,
-                                           torch.rand(n, generator=g) + 0.2))
-    return model
-
-
-def raw(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    with torch.no_grad():
-        return model.eval()(x, raw=True)
-
-
-def assert_outputs_close(a, b, atol=1e-5, rtol=1e-5):
-    assert len(a) == len(b)
-    for u, v in zip(a, b, strict=True):
-        torch.testing.assert_close(u, v, atol=atol, rtol=rtol)
 
 
 def dense(path, seed=0) -> Darknet:
@@ -268,14 +243,6 @@ width=4
 scale=4
 
 """ + YOLO_HEAD
-
-
-def set_gammas(model, gammas: dict[str, list[float]]):
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for name, values in gammas.items():
-            modules[name].weight.copy_(torch.tensor(values))
-    return model
 
 
 def test_block_width_from_group_importances():

@@ -5,36 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_CFGS, YOLO_HEAD
+from helpers import ROOT, TINY_CFGS, TWO_SCALES
 
 from darknet import Darknet, parse_cfg_text
 from prune import PruneSettings, analyze, prune_model
 from prune.importance import PROBE, class_importance, class_macs, class_scores, randomize_gammas
 from prune.select import select_channels
-
-TWO_SCALES = """
-[net]
-width=16
-height=16
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-""" + YOLO_HEAD
 
 
 def test_flops_exponent_cuts_the_expensive_layer_first():

@@ -12,8 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
-from test_prune_criterion import TWO_SCALES
+from helpers import ROOT, TWO_SCALES
 
 from darknet import Darknet, parse_cfg_text
 from darknet.cost import network_cost
@@ -29,6 +28,7 @@ from prune.latency import (
     block_latency,
     cache_file,
     class_latency,
+    conv_shapes,
     convs_ms,
     narrower,
 )
@@ -178,13 +178,38 @@ def test_the_cache_round_trip_measures_nothing_the_second_time(tmp_path):
     assert fresh.measured > 0 and cache_file(other_machine.fingerprint, tmp_path).exists()
 
 
-def test_a_cache_file_of_another_machine_is_refused_in_one_line(tmp_path):
+def test_a_null_entry_in_the_cache_is_measured_again_with_a_note(tmp_path):
+    """A hand edit (or another version) left ``null`` where a time was: that shape alone is
+    measured again, the note says so, the rest of the cache is used as it is."""
+    cfg = Darknet(TINY).cfg
+    LatencyTable.cached(first := FakeMeasurer(), tmp_path).ensure(conv_shapes(cfg, 64).values())
+    path = cache_file(first.fingerprint, tmp_path)
+    stored = json.loads(path.read_text())
+    poisoned = sorted(stored["convs"])[0]
+    stored["convs"][poisoned] = None
+    path.write_text(json.dumps(stored))
+    again = LatencyTable.cached(second := FakeMeasurer(), tmp_path)
+    assert convs_ms(again, cfg, 64) == pytest.approx(convs_ms(LatencyTable(FakeMeasurer()),
+                                                               cfg, 64))
+    assert [s.key for s in second.asked] == [poisoned]
+    assert again.notes == [f"{path}: 1 entry not a time ({poisoned!r}: None), measured again"]
+    assert json.loads(path.read_text())["convs"][poisoned] == second.ms(second.asked[0])
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\xff garbage", b'{"fingerprint": {"runtime": '
+                                     b'"else"}, "convs": {}}', b'{"convs": [1, 2]}', b"[]"])
+def test_an_unreadable_cache_is_set_aside_and_rebuilt(tmp_path, garbage):
+    cfg = Darknet(TINY).cfg
     measurer = FakeMeasurer()
     path = cache_file(measurer.fingerprint, tmp_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('{"fingerprint": {"runtime": "else"}, "convs": {}}')
-    with pytest.raises(Exception, match=r"not a latency table of this machine; delete it"):
-        LatencyTable.cached(measurer, tmp_path)
+    path.write_bytes(garbage)
+    table = LatencyTable.cached(measurer, tmp_path)
+    assert table.notes == [f"{path}: not a latency table of this machine; set aside as "
+                           f"{path.name}.bad, measured again"]
+    convs_ms(table, cfg, 64)
+    assert path.with_name(path.name + ".bad").read_bytes() == garbage
+    assert len(json.loads(path.read_text())["convs"]) == len(measurer.asked) > 0
 
 
 # ---------------------------------------------------------------- latency budgets

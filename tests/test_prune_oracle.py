@@ -17,7 +17,7 @@ from collections import defaultdict
 import pytest
 import torch
 import torch_pruning as tp
-from conftest import ROOT, randomize_bn, sized
+from helpers import ROOT, randomize_bn, sized
 from split_free import SplitFreeDarknet, unsplit_name
 from torch import nn
 

@@ -18,10 +18,18 @@ from dataclasses import dataclass
 import hypothesis.strategies as st
 import pytest
 import torch
-from conftest import calibrate, randomize_bn
+from helpers import (
+    assert_outputs_close,
+    assert_same_outputs,
+    calibrate,
+    randomize_bn,
+    raw,
+    removed_masks,
+    spread_gammas,
+    zero_blocks,
+    zero_channels,
+)
 from hypothesis import HealthCheck, given, settings
-from test_prune_blocks import assert_same_outputs, zero_blocks, zero_channels
-from test_prune_contract import assert_outputs_close, raw, removed_masks, spread_gammas
 
 from darknet import Darknet, parse_cfg_text
 from prune import PruneError, PruneSettings, analyze, prune_model, write_pruned

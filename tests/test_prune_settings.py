@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields, replace
 
 import pytest
-from conftest import ROOT, TINY_CFGS
+from helpers import ROOT, TINY_CFGS
 
 from commands import build_parser
 from prune import MinKeep, PruneError, PruneSettings, Scope
@@ -55,7 +55,8 @@ def test_text_and_numbers_settle_into_their_types():
     assert s.as_dict() == {"ratio": 0.0, "layers": 0, "flops_exponent": 0.1, "ranking": "gamma",
                            "latency_exponent": 1.0, "target_gflops": None,
                            "target_params": None, "target_latency": None, "scope": "inner",
-                           "min_keep": "0.1", "round_to": 2, "fold": True}
+                           "min_keep": "0.1", "round_to": 2, "fold": True,
+                           "block_ranking": "gamma"}
     budgeted = PruneSettings(target_gflops="0.3x", layers="auto", ranking="latency")
     assert budgeted.budget == Budget(Metric.GFLOPS, 0.3, relative=True)
     assert budgeted.as_dict()["target_gflops"] == "0.3x" and budgeted.layers == "auto"

@@ -7,31 +7,24 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, kill_when
+from helpers import ROOT, kill_when
 
 import main
-from yolodata import ensure_demo_dataset
 
 DEMO = ROOT / "cfgs" / "demo.cfg"
 
 pytestmark = pytest.mark.e2e  # every test runs main.main
 
 
-@pytest.fixture(scope="module")
-def data_yaml(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    return ensure_demo_dataset(root=root, n_train=8, n_val=4, img_size=64, seed=2)
-
-
-def train_argv(data_yaml, *extra):
-    return ["train", "--cfg", str(DEMO), "--data", str(data_yaml), "--epochs", "1",
+def train_argv(demo_data, *extra):
+    return ["train", "--cfg", str(DEMO), "--data", str(demo_data), "--epochs", "1",
             "--img-size", "64", "--batch-size", "4", "--workers", "0", "--no-progress", *extra]
 
 
-def test_train_writes_a_run_refuses_to_overwrite_it_and_eval_reads_it(data_yaml, tmp_path,
+def test_train_writes_a_run_refuses_to_overwrite_it_and_eval_reads_it(demo_data, tmp_path,
                                                                       capsys):
     out = tmp_path / "run"
-    assert main.main(train_argv(data_yaml, "--out", str(out))) == 0
+    assert main.main(train_argv(demo_data, "--out", str(out))) == 0
     printed = capsys.readouterr().out
     assert "mAP@.5" in printed and "images/s" in printed
     for name in ("last.weights", "best.weights", "last.pt", "results.json", "results.csv",
@@ -39,13 +32,13 @@ def test_train_writes_a_run_refuses_to_overwrite_it_and_eval_reads_it(data_yaml,
         assert (out / name).is_file(), name
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    assert main.main(train_argv(data_yaml, "--out", str(out))) == 2
+    assert main.main(train_argv(demo_data, "--out", str(out))) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already holds a training run; pass --resume" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing lost
 
     assert main.main(["eval", "--cfg", str(out / "model.cfg"), "--weights",
-                      str(out / "best.weights"), "--data", str(data_yaml), "--img-size", "64",
+                      str(out / "best.weights"), "--data", str(demo_data), "--img-size", "64",
                       "--workers", "0", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= {"map50", "map", "per_class"}
@@ -54,17 +47,17 @@ def test_train_writes_a_run_refuses_to_overwrite_it_and_eval_reads_it(data_yaml,
     assert result["map50"] == pytest.approx(trained["map50"], abs=1e-9)
 
     assert main.main(["eval", "--cfg", str(out / "model.cfg"), "--weights",
-                      str(out / "best.weights"), "--data", str(data_yaml), "--img-size", "64",
+                      str(out / "best.weights"), "--data", str(demo_data), "--img-size", "64",
                       "--workers", "0"]) == 0
     table = capsys.readouterr().out
     assert "AP@.5:.95" in table and "circle" in table
 
 
 def test_resume_of_a_finished_run_extends_nothing_and_default_out_increments(
-        data_yaml, tmp_path, monkeypatch, capsys):
+        demo_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main.main(train_argv(data_yaml)) == 0
-    assert main.main(train_argv(data_yaml)) == 0
+    assert main.main(train_argv(demo_data)) == 0
+    assert main.main(train_argv(demo_data)) == 0
     assert (tmp_path / "runs" / "train" / "last.pt").is_file()
     assert (tmp_path / "runs" / "train2" / "last.pt").is_file()
     capsys.readouterr()
@@ -77,15 +70,15 @@ def test_resume_of_a_finished_run_extends_nothing_and_default_out_increments(
     ("0 0.5 0.5 0.1", r"000000\.txt:1: expected 5 fields"),
     ("0 1.5 0.5 0.1 0.1", r"000000\.txt:1: cx=1\.5 outside \[0, 1\]"),
 ])
-def test_bad_labels_stop_with_one_line_naming_file_and_line(data_yaml, tmp_path, capsys,
+def test_bad_labels_stop_with_one_line_naming_file_and_line(demo_data, tmp_path, capsys,
                                                             label, message):
     import re
     import shutil
 
     root = tmp_path / "bad"
-    shutil.copytree(data_yaml.parent, root)
+    shutil.copytree(demo_data.parent, root)
     (root / "labels" / "train" / "000000.txt").write_text(label + "\n")
-    text = (root / "demo.yaml").read_text().replace(str(data_yaml.parent), str(root))
+    text = (root / "demo.yaml").read_text().replace(str(demo_data.parent), str(root))
     (root / "demo.yaml").write_text(text)
     out = tmp_path / "out"
     assert main.main(train_argv(root / "demo.yaml", "--out", str(out))) == 2
@@ -94,24 +87,24 @@ def test_bad_labels_stop_with_one_line_naming_file_and_line(data_yaml, tmp_path,
     assert not (out / "last.pt").exists()
 
 
-def test_bad_flags_are_user_errors(data_yaml, tmp_path, capsys):
-    assert main.main(train_argv(data_yaml, "--out", str(tmp_path / "a"), "--img-size",
+def test_bad_flags_are_user_errors(demo_data, tmp_path, capsys):
+    assert main.main(train_argv(demo_data, "--out", str(tmp_path / "a"), "--img-size",
                                 "100")) == 2
     assert "img_size must be a multiple of 32, got 100" in capsys.readouterr().err
     assert main.main(["eval", "--cfg", str(DEMO), "--weights", str(tmp_path / "missing"),
-                      "--data", str(data_yaml)]) == 2
+                      "--data", str(demo_data)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert main.main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
 
 
-def test_same_seed_same_run_other_seed_other_run(data_yaml, tmp_path):
+def test_same_seed_same_run_other_seed_other_run(demo_data, tmp_path):
     """--seed covers the random init too: two fresh runs with one seed write the same
     weights, and another seed starts elsewhere."""
     weights = {}
     for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
         out = tmp_path / name
-        assert main.main(train_argv(data_yaml, "--out", str(out), "--seed", seed)) == 0
+        assert main.main(train_argv(demo_data, "--out", str(out), "--seed", seed)) == 0
         weights[name] = (out / "last.weights").read_bytes()
     assert weights["a"] == weights["b"]
     assert weights["a"] != weights["c"]
@@ -148,15 +141,15 @@ def kill_after_checkpoint(monkeypatch, epoch):
 @pytest.mark.e2e
 @pytest.mark.parametrize("epoch", [1, 2])
 def test_killed_between_checkpoint_and_weights_resumes_to_the_same_bytes(
-        data_yaml, tmp_path, monkeypatch, capsys, epoch):
+        demo_data, tmp_path, monkeypatch, capsys, epoch):
     """The checkpoint is the commit point: written first, so a kill after it leaves the
     epoch's weights and results stale (or, in epoch 1, missing), and --resume rewrites them
     and ends exactly where an uninterrupted run does."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert main.main(train_argv(data_yaml, "--epochs", "3", "--out", str(straight))) == 0
+    assert main.main(train_argv(demo_data, "--epochs", "3", "--out", str(straight))) == 0
     with monkeypatch.context() as m:
         kill_after_checkpoint(m, epoch)
-        assert main.main(train_argv(data_yaml, "--epochs", "3", "--out", str(killed))) == 130
+        assert main.main(train_argv(demo_data, "--epochs", "3", "--out", str(killed))) == 130
     from engine.checkpoint import load_checkpoint
 
     assert load_checkpoint(killed / "last.pt")["epoch"] == epoch
@@ -165,7 +158,7 @@ def test_killed_between_checkpoint_and_weights_resumes_to_the_same_bytes(
     else:
         assert len(rows(killed)) == epoch - 1  # the results still of the epoch before
     capsys.readouterr()
-    assert main.main(train_argv(data_yaml, "--epochs", "3", "--out", str(killed),
+    assert main.main(train_argv(demo_data, "--epochs", "3", "--out", str(killed),
                                 "--resume")) == 0
     assert f"after epoch {epoch}" in capsys.readouterr().out
     same_run(straight, killed)
@@ -173,11 +166,11 @@ def test_killed_between_checkpoint_and_weights_resumes_to_the_same_bytes(
 
 @pytest.mark.e2e
 def test_a_folder_without_checkpoint_is_a_fresh_start_unless_it_holds_weights(
-        data_yaml, tmp_path, monkeypatch, capsys):
+        demo_data, tmp_path, monkeypatch, capsys):
     import engine.writer
 
     out = tmp_path / "run"
-    argv = train_argv(data_yaml, "--out", str(out))
+    argv = train_argv(demo_data, "--out", str(out))
     with monkeypatch.context() as m:  # killed in epoch 1: only model.cfg and run.json
         m.setattr(engine.writer, "save_checkpoint", lambda path, state: sys.exit(9))
         with pytest.raises(SystemExit):
@@ -197,13 +190,13 @@ def test_a_folder_without_checkpoint_is_a_fresh_start_unless_it_holds_weights(
 
 
 @pytest.mark.e2e
-def test_resume_honours_lr_and_epochs_from_the_resumed_iteration(data_yaml, tmp_path, capsys):
+def test_resume_honours_lr_and_epochs_from_the_resumed_iteration(demo_data, tmp_path, capsys):
     from engine.checkpoint import load_checkpoint
     from engine.optim import LRSchedule
 
     out = tmp_path / "run"
-    assert main.main(train_argv(data_yaml, "--out", str(out))) == 0  # 1 epoch, 2 iterations
-    assert main.main(train_argv(data_yaml, "--out", str(out), "--resume", "--epochs", "3",
+    assert main.main(train_argv(demo_data, "--out", str(out))) == 0  # 1 epoch, 2 iterations
+    assert main.main(train_argv(demo_data, "--out", str(out), "--resume", "--epochs", "3",
                                 "--lr", "0.001")) == 0
     assert "resumed with epochs, lr0 changed" in capsys.readouterr().out
     # the lr logged after epochs 2 and 3: a 3-epoch cosine with peak 0.001, at iterations 4, 6
@@ -214,19 +207,19 @@ def test_resume_honours_lr_and_epochs_from_the_resumed_iteration(data_yaml, tmp_
     state = load_checkpoint(out / "last.pt")
     assert (state["epoch"], state["config"]["epochs"], state["config"]["lr0"]) == (3, 3, 0.001)
 
-    assert main.main(train_argv(data_yaml, "--out", str(out), "--resume", "--epochs",
+    assert main.main(train_argv(demo_data, "--out", str(out), "--resume", "--epochs",
                                 "3")) == 0  # the new settings are the run's now
     assert "nothing to train" in capsys.readouterr().out
-    assert main.main(train_argv(data_yaml, "--out", str(out), "--resume", "--epochs",
+    assert main.main(train_argv(demo_data, "--out", str(out), "--resume", "--epochs",
                                 "2")) == 2
     assert "epochs 2 is fewer than the 3 the checkpoint has completed" in \
         capsys.readouterr().err
 
 
 @pytest.mark.e2e
-def test_resume_of_a_finished_run_with_more_epochs_trains_them(data_yaml, tmp_path, capsys):
+def test_resume_of_a_finished_run_with_more_epochs_trains_them(demo_data, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main.main(train_argv(data_yaml, "--out", str(out), "--epochs", "2")) == 0
+    assert main.main(train_argv(demo_data, "--out", str(out), "--epochs", "2")) == 0
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header.count("best") == 1 and len(header) == len(set(header))
     capsys.readouterr()
@@ -238,12 +231,13 @@ def test_resume_of_a_finished_run_with_more_epochs_trains_them(data_yaml, tmp_pa
 
 @pytest.mark.e2e
 def test_resume_refuses_another_command_and_changed_flags_and_replays_the_rest(
-        data_yaml, tmp_path, capsys):
+        demo_data, tmp_path, capsys):
     sparse, tuned = tmp_path / "sparse", tmp_path / "finetune"
-    sparse_argv = ["sparse", *train_argv(data_yaml)[1:], "--s", "0.02", "--out", str(sparse)]
+    sparse_argv = ["sparse", *train_argv(demo_data)[1:], "--penalty", "l1", "--s", "0.02",
+                   "--out", str(sparse)]
     assert main.main(sparse_argv) == 0
     teacher = ["--teacher-cfg", str(DEMO), "--teacher-weights", str(sparse / "last.weights")]
-    assert main.main(["finetune", *train_argv(data_yaml, "--weights",
+    assert main.main(["finetune", *train_argv(demo_data, "--weights",
                       str(sparse / "last.weights"), "--out", str(tuned), *teacher)[1:]]) == 0
     capsys.readouterr()
     for argv, message in [
@@ -252,7 +246,7 @@ def test_resume_refuses_another_command_and_changed_flags_and_replays_the_rest(
         (["sparse", "--resume", "--out", str(tuned)], "holds a `main.py finetune` run"),
         (["sparse", "--resume", "--out", str(sparse), "--batch-size", "2"],
          "--batch-size is 2 here and 4 in that run; on resume only --device, --workers, "
-         "--no-progress, --lr, --epochs may change"),
+         "--no-progress, --wait, --lr, --epochs may change"),
         (["sparse", "--resume", "--out", str(sparse), "--s", "0.01"],
          "--s is 0.01 here and 0.02 in that run")]:
         assert main.main(argv) == 2, argv
@@ -269,13 +263,13 @@ def test_resume_refuses_another_command_and_changed_flags_and_replays_the_rest(
 
 @pytest.mark.e2e
 def test_kill_9_after_the_first_checkpoint_then_resume_ends_with_the_same_bytes(
-        data_yaml, tmp_path):
+        demo_data, tmp_path):
     """Killed wherever it happens to be once epoch 1 is committed (writing files, or in
     epoch 2), the run resumes to exactly what an uninterrupted run writes."""
     from engine.checkpoint import load_checkpoint
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    argv = train_argv(data_yaml, "--epochs", "3")
+    argv = train_argv(demo_data, "--epochs", "3")
     assert main.main([*argv, "--out", str(straight)]) == 0
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv, "--out", str(killed)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import FULL_SIZE, OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
+from helpers import FULL_SIZE, OFFICIAL_CFGS, PROJECT_CFGS, ROOT, TINY_CFGS, sized
 
 from darknet import Darknet, WeightsError, WeightsHeader
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 
 from common.errors import UserError
 from darknet import Darknet
@@ -19,15 +19,6 @@ from sparsity.penalty import SparsitySchedule
 
 TINY = ROOT / "tests" / "cfgs" / "tiny-res2net.cfg"
 DEMO_CFG = ROOT / "cfgs" / "demo.cfg"
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A few demo images at 64 px (4 classes, as cfgs/demo.cfg)."""
-    from yolodata import ensure_demo_dataset
-
-    root = tmp_path_factory.mktemp("demo")
-    return ensure_demo_dataset(root=root, n_train=16, n_val=8, img_size=64, seed=3)
 
 
 def fake_trainer(model, epoch=0, epochs=10):
@@ -79,23 +70,24 @@ def test_sparsity_schedule():
         SparsitySchedule(-1)
 
 
-def _train(tiny_data, tmp_path, hooks, epochs=2):
+def _train(demo_data, tmp_path, hooks, epochs=2):
     from engine.data import build_data
     from engine.trainer import TrainConfig, Trainer
     from yolodata import load_spec
 
     torch.manual_seed(0)
     model = Darknet(DEMO_CFG)
-    config = TrainConfig(epochs=epochs, batch_size=8, img_size=64, ema=False, seed=0,
+    # batch 4: two steps per epoch over the 8 demo training images
+    config = TrainConfig(epochs=epochs, batch_size=4, img_size=64, ema=False, seed=0,
                          eval_interval=epochs)
-    trainer = Trainer(model, build_data(load_spec(tiny_data), 64), config, tmp_path,
+    trainer = Trainer(model, build_data(load_spec(demo_data), 64), config, tmp_path,
                       hooks=hooks, progress=False)
     trainer.fit()
     return trainer
 
 
 @pytest.mark.slow
-def test_sparse_training_shrinks_prunable_gammas_faster(tiny_data, tmp_path):
+def test_sparse_training_shrinks_prunable_gammas_faster(demo_data, tmp_path):
     from prune import prunable_batchnorm_names
 
     names = prunable_batchnorm_names(Darknet(DEMO_CFG).cfg, "all")
@@ -104,9 +96,9 @@ def test_sparse_training_shrinks_prunable_gammas_faster(tiny_data, tmp_path):
         return sum(float(model.get_submodule(n).weight.detach().abs().sum()) for n in names)
 
     start = l1(Darknet(DEMO_CFG))
-    plain = _train(tiny_data, tmp_path / "plain", [])
+    plain = _train(demo_data, tmp_path / "plain", [])
     hook = SparsityHook(SparsitySchedule(1.0))  # strong: only 4 steps, small lr
-    sparse = _train(tiny_data, tmp_path / "sparse", [hook])
+    sparse = _train(demo_data, tmp_path / "sparse", [hook])
     assert l1(sparse.model) < l1(plain.model) < start * 1.05
     assert l1(sparse.model) < 0.97 * l1(plain.model)
     # the per-epoch report: metrics columns, stats json and the histogram PNG
@@ -130,7 +122,7 @@ def test_distillation_loss_is_zero_for_identical_outputs_and_positive_otherwise(
         distillation_loss(outs, [torch.randn(2, 3, 4, 4, 10), outs[1]])
 
 
-def test_distillation_hook_with_student_equal_to_teacher_adds_zero(tiny_data, tmp_path):
+def test_distillation_hook_with_student_equal_to_teacher_adds_zero(demo_data, tmp_path):
     from finetune.hook import DistillationHook
 
     model = Darknet(DEMO_CFG).train()
@@ -149,7 +141,7 @@ def run_main(*args, cwd=ROOT):
                           capture_output=True, text=True, cwd=cwd)
 
 
-def test_compare_rows_and_ratios_are_consistent(tiny_data, tmp_path):
+def test_compare_rows_and_ratios_are_consistent(demo_data, tmp_path):
     from comparison.compare import ModelSpec, build_rows, load_models, ratios
     from evaluation import MapResult
 
@@ -158,41 +150,42 @@ def test_compare_rows_and_ratios_are_consistent(tiny_data, tmp_path):
     from prune import PruneSettings, prune_model, write_pruned
 
     slim, report = prune_model(dense, PruneSettings(0.5))
-    write_pruned(slim, report, tmp_path / "p")
+    files = write_pruned(slim, report, tmp_path / "p")
     specs = [ModelSpec.parse(f"dense={DEMO_CFG},{tmp_path / 'dense.weights'}"),
-             ModelSpec.parse(f"slim={tmp_path / 'p' / 'pruned.cfg'},"
-                             f"{tmp_path / 'p' / 'pruned.weights'}")]
+             ModelSpec.parse(f"slim={files.cfg},{files.weights}")]
     models = load_models(specs)
+    assert list(models) == ["dense", "slim"]
     maps = [MapResult(0.8, 0.5, {}), MapResult(0.7, 0.4, {})]
-    rows = build_rows(specs, models, maps, [(10.0, 1.0), (4.0, 1.0)], 64)
+    rows = build_rows(models, maps, [(10.0, 1.0), (4.0, 1.0)], 64)
     q = ratios(rows)
     assert q[0] == {"params": 1, "gflops": 1, "latency": 1, "weights": 1,
                     "map50_delta": 0, "map_delta": 0}
     assert q[1]["params"] == pytest.approx(rows[1].params / rows[0].params)
     assert q[1]["latency"] == pytest.approx(0.4)
     assert q[1]["map50_delta"] == pytest.approx(-0.1)
-    assert rows[1].params == sum(p.numel() for p in models[1].parameters())
-    assert rows[1].weights_mb < rows[0].weights_mb
+    assert rows[1].params == sum(p.numel() for p in models["slim"].parameters())
+    # the size is the .weights file's, counted without writing one
+    for row, path in zip(rows, (tmp_path / "dense.weights", files.weights), strict=True):
+        assert row.weights_mb == path.stat().st_size / 2**20
 
 
 def test_compare_rejects_models_with_different_class_counts(tmp_path):
-    from comparison.compare import ModelSpec, load_models
+    from comparison.compare import ModelSpec, compare
 
-    Darknet(DEMO_CFG).save_weights(tmp_path / "a.weights")
-    Darknet(TINY).save_weights(tmp_path / "b.weights")
     with pytest.raises(UserError, match="different class counts"):
-        load_models([ModelSpec("a", str(DEMO_CFG), str(tmp_path / "a.weights")),
-                     ModelSpec("b", str(TINY), str(tmp_path / "b.weights"))])
+        compare({"a": Darknet(DEMO_CFG), "b": Darknet(TINY)}, tmp_path / "never-read.yaml")
     with pytest.raises(UserError, match="NAME=CFG,WEIGHTS"):
         ModelSpec.parse("just-a-name")
 
 
 @pytest.mark.e2e
 def test_bad_workflow_input_exits_2(tmp_path):
-    proc = run_main("sparse", "--s", "-0.1", "--out", tmp_path / "s")
+    proc = run_main("sparse", "--penalty", "l1", "--s", "-0.1", "--out", tmp_path / "s")
     assert proc.returncode == 2 and "--s must be >= 0, got -0.1" in proc.stderr
-    proc = run_main("sparse", "--optimizer", "adamw", "--out", tmp_path / "s")
+    proc = run_main("sparse", "--penalty", "l1", "--optimizer", "adamw", "--out", tmp_path / "s")
     assert proc.returncode == 2 and "sparse training needs --optimizer sgd" in proc.stderr
+    proc = run_main("sparse", "--out", tmp_path / "s")  # target: the cut must be named
+    assert proc.returncode == 2 and "give --ratio (channels), --layers" in proc.stderr
     Darknet(TINY).save_weights(tmp_path / "tiny.weights")
     proc = run_main("finetune", "--cfg", DEMO_CFG, "--weights", tmp_path / "tiny.weights",
                     "--out", tmp_path / "f")
@@ -201,10 +194,10 @@ def test_bad_workflow_input_exits_2(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_tiny_pipeline_writes_every_artefact_and_resumes(tiny_data, tmp_path):
+def test_tiny_pipeline_writes_every_artefact_and_resumes(demo_data, tmp_path):
     out = tmp_path / "pipe"
-    args = ["pipeline", "--out", out, "--data", tiny_data, "--img-size", 64,
-            "--dense-epochs", 1, "--sparse-epochs", 1, "--finetune-epochs", 1, "--distill",
+    args = ["pipeline", "--out", out, "--data", demo_data, "--img-size", 64,
+            "--dense-epochs", 1, "--sparse-epochs", 1, "--finetune-epochs", 1,
             "--workers", 0]
     proc = run_main(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -260,10 +253,16 @@ def test_pipeline_passes_blocks_budgets_and_ranking_to_prune_and_records_them(tm
     from prune import PruneSettings
 
     argv = ["pipeline", "--out", str(tmp_path / "pipe"), "--target-gflops", "0.2x", "--layers",
-            "auto", "--ranking", "latency", "--latency-exponent", "0.5", "--round-to", "8"]
+            "auto", "--ranking", "latency", "--latency-exponent", "0.5", "--round-to", "8",
+            "--penalty", "target", "--distill"]
     args = parse_args(argv)
     prune_argv = pipeline.stage_argv("prune", args, pipeline.Paths(tmp_path / "pipe"))
     assert "--ratio" not in prune_argv  # the search chooses it
+    sparse_argv = pipeline.stage_argv("sparse", args, pipeline.Paths(tmp_path / "pipe"))
+    assert sparse_argv[sparse_argv.index("--penalty") + 1] == "target"
+    assert settings_of(parse_args(sparse_argv)) == settings_of(parse_args(prune_argv))
+    finetune_argv = pipeline.stage_argv("finetune", args, pipeline.Paths(tmp_path / "pipe"))
+    assert "--teacher-weights" in finetune_argv  # --distill
     prune_args = parse_args(prune_argv)
     assert settings_of(prune_args) == PruneSettings(  # ratio: the CLI's unset 0
         ratio=0.0, target_gflops="0.2x", layers="auto", ranking="latency", latency_exponent=0.5,
@@ -307,16 +306,16 @@ def finished_stages(out):
 
 
 @pytest.mark.e2e
-def test_pipeline_killed_in_its_first_stage_continues_the_dense_run(tiny_data, tmp_path):
+def test_pipeline_killed_in_its_first_stage_continues_the_dense_run(demo_data, tmp_path):
     """kill -9 in the dense stage after its first epoch, then the same command: the dense
     run continues from its last completed epoch (to the bytes an uninterrupted `main.py
     train` writes) and the pipeline finishes."""
-    from conftest import kill_when
+    from helpers import kill_when
 
     from engine.checkpoint import load_checkpoint
 
     out = tmp_path / "pipe"
-    argv = tiny_pipeline_argv(out, tiny_data, dense_epochs=2)
+    argv = tiny_pipeline_argv(out, demo_data, dense_epochs=2)
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_when(out / "dense" / "last.pt", proc)
@@ -328,14 +327,14 @@ def test_pipeline_killed_in_its_first_stage_continues_the_dense_run(tiny_data, t
     assert finished_stages(out) == ["dense", "sparse", "prune", "finetune", "compare"]
     assert (out / "compare" / "compare.json").is_file()
     plain = tmp_path / "plain"
-    assert run_main("train", "--cfg", DEMO_CFG, "--epochs", 2, "--data", tiny_data,
+    assert run_main("train", "--cfg", DEMO_CFG, "--epochs", 2, "--data", demo_data,
                     "--img-size", 64, "--workers", 0, "--out", plain).returncode == 0
     for name in ("last.weights", "best.weights"):
         assert (plain / name).read_bytes() == (out / "dense" / name).read_bytes(), name
 
 
 @pytest.mark.e2e
-def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(tiny_data, tmp_path,
+def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(demo_data, tmp_path,
                                                                       monkeypatch, capsys):
     import common.io
     import engine.writer
@@ -343,7 +342,7 @@ def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(tiny_data, 
     import shipping.timing
 
     out = tmp_path / "pipe"
-    argv = tiny_pipeline_argv(out, tiny_data)
+    argv = tiny_pipeline_argv(out, demo_data)
     real_save, real_write = engine.writer.save_checkpoint, common.io.atomic_write_text
 
     def no_sparse_checkpoint(path, state):  # killed in the sparse stage's first epoch

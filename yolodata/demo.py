@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common.cache import CACHE_ENV, cache_root  # noqa: F401 (CACHE_ENV: re-exported)
+from common.cache import CACHE_ENV, cache_folder, cache_root  # noqa: F401 (re-exported)
 from yolodata.synth import NAMES, render, sample_scene
 
 GENERATOR_VERSION = 2  # bump whenever the output changes: caches are rebuilt
@@ -47,7 +47,10 @@ def ensure_demo_dataset(
     ``workers`` (default: all CPUs) only changes speed, never the output.
     """
     _check_params(n_train, n_val, img_size)
+    in_cache = root is None
     root = Path(root).expanduser().resolve() if root is not None else default_root().resolve()
+    if in_cache:
+        cache_folder(root.parent)
     manifest = _manifest(n_train, n_val, img_size, seed)
     if not _is_complete(root, manifest):
         _generate_atomically(root, manifest, workers)

@@ -26,6 +26,7 @@ from PIL import Image
 
 from common.io import read_text
 from yolodata.errors import DataError, ImageError, LabelError
+from yolodata.image import IMAGE_ERRORS
 
 COORD_EPS = 1e-3  # tolerance for coordinates written as e.g. 1.0000004 by other tools
 COORD_NAMES = ("cx", "cy", "w", "h")
@@ -118,8 +119,6 @@ def check_split(
     return SplitCheck(tuple(usable), tuple(skipped))
 
 
-# What PIL raises for a file it cannot decode (UnidentifiedImageError is an OSError).
-IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 JPEG_END = b"\xff\xd9"  # the end-of-image marker
 
 

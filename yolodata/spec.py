@@ -69,14 +69,15 @@ def _from_yaml(path: Path) -> DataSpec:
         raise DataError(f"{path}: invalid yaml ({e})".replace("\n", " ")) from e
     if not isinstance(doc, dict):
         raise DataError(f"{path}: expected a mapping with path/train/val/names")
-    missing = [key for key in ("train", "val", "names") if key not in doc]
+    missing = [key for key in ("val", "names") if key not in doc]
     if missing:
         raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
     base = (path.parent / Path(str(doc.get("path") or ".")).expanduser()).resolve()
     names = _yaml_names(doc["names"], path)
     if "nc" in doc and doc["nc"] != len(names):
         raise DataError(f"{path}: nc={doc['nc']} but names has {len(names)} entries")
-    train = _split_images(doc["train"], [base], f"{path}: train")
+    # A yaml without train (what `main.py convert` writes for a val split) serves eval.
+    train = _split_images(doc["train"], [base], f"{path}: train") if "train" in doc else ()
     val = _split_images(doc["val"], [base], f"{path}: val")
     return DataSpec(train, val, names, path.resolve())
 
