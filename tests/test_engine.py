@@ -243,7 +243,8 @@ def test_trainer_offers_what_the_hook_contract_lists_and_the_hooks_read_no_more(
     names = set(TrainerView.__annotations__) | {n for n in vars(TrainerView)
                                                 if not n.startswith("_")}
     assert {"model", "eval_model", "ema", "optimizer", "epoch", "iteration", "config",
-            "device", "dist", "out_dir", "log"} == names
+            "device", "dist", "out_dir", "log", "steps_per_epoch", "evaluate",
+            "request_stop"} == names
     trainer = Trainer(fresh_model(), build_data(spec, 64), small_config(epochs=1), tmp_path,
                       progress=False)
     for name in names:
