@@ -33,14 +33,14 @@ def phone_jpeg(path):
     return path
 
 
-def red_finder(images: torch.Tensor) -> list[torch.Tensor]:
+def red_finder(images: torch.Tensor) -> torch.Tensor:
     """A 'detector' that boxes the red pixels of its input: ``[1, 1, 6]`` cx, cy, w, h,
     objectness, class 0 probability, in input pixels."""
     r, g = images[0, 0], images[0, 1]
     ys, xs = torch.nonzero((r > 0.6) & (g < 0.3), as_tuple=True)
     x1, x2, y1, y2 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     row = torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, 1.0, 1.0])
-    return [row.reshape(1, 1, 6)]
+    return row.reshape(1, 1, 6)
 
 
 def test_an_exif_6_photo_is_detected_in_the_viewers_frame(tmp_path):
