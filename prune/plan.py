@@ -108,37 +108,40 @@ def consumer_inputs(model: Darknet, plan: CutPlan, size: int = 64) -> dict[str, 
     in the model as it is, reads removed channels only. These are the weights the slim model
     drops with them; left alone, training grows them to make up for the fading channels.
     """
-    probe = copy.deepcopy(model).eval()
+    probe = copy.deepcopy(model)
     with torch.no_grad():
         for bn, idx, _ in plan.groups(probe):
             bn.weight[idx] = 0
             bn.bias[idx] = 0
+    device = next(model.parameters()).device
     x = torch.rand(2, model.cfg.net.channels, size, size,
-                   generator=torch.Generator().manual_seed(0))
-    dead: dict[str, torch.Tensor] = {}
+                   generator=torch.Generator().manual_seed(0)).to(device)
+    masked, live = _zero_inputs(probe, x), _zero_inputs(model, x)
+    return {name: torch.nonzero(dead & ~live[name]).flatten()
+            for name, dead in masked.items() if (dead & ~live[name]).any()}
+
+
+def _zero_inputs(model: Darknet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per conv module name, which of its input channels are zero everywhere on ``x``
+    (``model`` run in eval mode, its mode restored)."""
+    zero: dict[str, torch.Tensor] = {}
 
     def record(name):
         def hook(conv, inputs, output):
-            dead[name] = inputs[0].abs().amax(dim=(0, 2, 3)) == 0
+            zero[name] = inputs[0].abs().amax(dim=(0, 2, 3)) == 0
         return hook
 
-    convs = [(n, m) for n, m in probe.named_modules() if isinstance(m, nn.Conv2d)]
-    handles = [m.register_forward_hook(record(n)) for n, m in convs]
-    with torch.no_grad():
-        probe(x.to(next(probe.parameters()).device))
-        dead_before = dict(dead)
-        dead.clear()
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules()
+               if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
-        handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules()
-                   if isinstance(m, nn.Conv2d)]
-        was_training = model.training
-        model.eval()(x.to(next(model.parameters()).device))
-        model.train(was_training)
-    for h in handles:
-        h.remove()
-    return {n: torch.nonzero(d & ~dead[n]).flatten() for n, d in dead_before.items()
-            if (d & ~dead[n]).any()}
+    return zero
 
 
 def masked_model(model: Darknet, plan: CutPlan) -> Darknet:

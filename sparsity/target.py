@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from prune.pipeline import needs_latency
 from prune.plan import CutPlan, consumer_inputs, masked_model, plan_cut
 from prune.settings import PruneSettings
 
@@ -93,7 +94,7 @@ class TargetSparsityHook(SparsityHook):
 
     # -- the plan -----------------------------------------------------------------------
     def _plan(self, trainer) -> CutPlan:
-        if self.latency is None and _needs_latency(self.settings):
+        if self.latency is None and needs_latency(self.settings):
             from prune.op_timing import ort_context
 
             self.latency = ort_context(self.img_size)
@@ -222,8 +223,3 @@ def readiness_line(m: dict[str, Any]) -> str:
         text += f", plan moved {m['plan_changed']} channels"
     return text
 
-
-def _needs_latency(settings: PruneSettings) -> bool:
-    from prune.pipeline import needs_latency
-
-    return needs_latency(settings)
