@@ -8,12 +8,20 @@ One row per model: mAP@.5, mAP@.5:.95, parameters, GFLOPs, CPU latency at batch 
 --runs passes after warm-up, every model in the same --runtime form; NMS excluded and reported
 separately, at score > 0.25), the .weights file size, and ratios to the first model (put the
 dense one first).
+A --model NAME=FILE row is an exported file (main.py export: .onnx FP32 or INT8, or an
+OpenVINO .xml) measured as it ships: its mAP is what the file scores, its latency is the
+file's in its runtime (an .onnx in --runtime when that is onnxruntime or openvino, else in
+onnxruntime; an .xml in OpenVINO; the table's runtime column says), its size is the file's
+(.xml + .bin), and its params and GFLOPs are counted from its graph's convolutions, where
+BatchNorm is folded in (a few tenths of a percent below its cfg's count).
 With --out, writes compare.md, compare.json and compare.png (mAP@.5 and mAP@.5:.95
 against GFLOPs and against latency, the first model as reference lines).
 
 example:
   python main.py compare --model dense=cfgs/demo.cfg,runs/train/best.weights \\
-      --model pruned=runs/prune/pruned.cfg,runs/finetune/best.weights --out runs/compare"""
+      --model pruned=runs/prune/pruned.cfg,runs/finetune/best.weights --out runs/compare
+  python main.py compare --model dense=cfgs/demo.cfg,runs/train/best.weights \
+      --model int8=runs/export/pruned-int8.onnx --model openvino=runs/export/pruned.xml"""
 
 
 # shipping.backends.RUNTIMES, spelled here so that --help imports no torch (a test checks).
@@ -21,12 +29,14 @@ RUNTIMES = ("eager", "folded", "torchscript", "onnxruntime", "openvino")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", action="append", required=True, metavar="NAME=CFG,WEIGHTS",
-                   help="a model to compare; repeat it, the first is the reference")
+    p.add_argument("--model", action="append", required=True, metavar="NAME=CFG,WEIGHTS|NAME=FILE",
+                   help="a model to compare, or an exported .onnx / .xml; repeat it, the "
+                        "first is the reference")
     p.add_argument("--data", default="demo",
                    help="data .yaml, Darknet .data file or 'demo' (default: demo)")
     p.add_argument("--img-size", type=int, default=None,
-                   help="square input size (default: the first cfg's [net] height)")
+                   help="square input size (default: the first cfg's [net] height, or the "
+                        "first file's input size)")
     p.add_argument("--batch-size", type=int, default=32, help="eval batch size (default: 32)")
     p.add_argument("--runs", type=int, default=30,
                    help="timed forward passes per model (default: 30)")

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     out = _out_dir(args.out, UserError)
     ensure_writable_dir(out, create=False)
     model = Darknet(args.cfg)
-    detector, img_size = _detector(model, args, UserError)
+    detector, img_size = _detector(model, args)
     names = _names(args.data, model.num_classes, UserError)
     results, errors = [], []
     for path in images:
@@ -141,24 +141,16 @@ def _check_args(args, UserError) -> None:
         raise UserError("give --weights (PyTorch) or --onnx (onnxruntime), one of them")
 
 
-def _detector(model, args, UserError):
+def _detector(model, args):
     """The backend that maps images to detections, and the input size to run it at."""
-    from shipping.backends import TorchBackend, open_file
+    from shipping.backends import TorchBackend
+    from shipping.deployed import open_deployed
 
     if args.onnx is None:
         model.load_weights(args.weights)
         return TorchBackend(model.eval(), "eager"), args.img_size or model.cfg.net.height
-
-    backend = open_file(args.onnx)
-    if backend.columns is not None and backend.columns != 5 + model.num_classes:
-        raise UserError(f"{args.onnx}: output has {backend.columns} columns per box, {args.cfg} "
-                        f"needs 5 + {model.num_classes} classes")
-    static = backend.input_size
-    img_size = args.img_size or static or model.cfg.net.height
-    if static is not None and img_size != static:
-        raise UserError(f"{args.onnx}: its input is fixed at {static}x{static}, got --img-size "
-                        f"{img_size} (export with --dynamic to choose)")
-    return backend, img_size
+    return open_deployed(args.onnx, None, args.img_size, model.num_classes,
+                         dynamic_size=model.cfg.net.height)
 
 
 def _names(data: str | None, num_classes: int, UserError) -> tuple[str, ...]:

@@ -23,7 +23,8 @@ DESCRIPTION = """Write a cfg + weights in a form other tools run.
   in OpenVINO on random images and compared with the PyTorch model as above. Needs the
   optional OpenVINO package (pip install -r requirements-openvino.txt).
 
---int8 (onnx or openvino): the same graph quantized by onnxruntime's static quantization,
+--int8 (onnx or openvino): DIR/<cfg stem>-int8.onnx (or .xml + .bin, beside the FP32 files
+  without replacing them), the same graph quantized by onnxruntime's static quantization,
   QDQ: convolution weights int8 per output channel (7-bit: reduce_range), activations uint8
   asymmetric, ranges from MinMax calibration on --calib-images training images of --data
   (spread evenly over the list, letterboxed as eval does). Everything after the heads' last
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args, UserError)
     model = Darknet(args.cfg, args.weights)
     out = Path(args.out)
-    targets = export_paths(out / Path(args.cfg).stem, args.format)
+    stem = out / (Path(args.cfg).stem + ("-int8" if args.int8 else ""))
+    targets = export_paths(stem, args.format)
     inputs = {Path(args.cfg).resolve(), Path(args.weights).resolve()}
     if any(t.resolve() in inputs for t in targets):
         raise UserError(f"--out {out} would overwrite the input {args.cfg} or {args.weights}; "
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_dir(out, create=False)
     img_size = args.img_size or model.cfg.net.height
     int8 = _int8_plan(args, model, img_size) if args.int8 else None
-    written = export(model, out / Path(args.cfg).stem, args.format, args.img_size,
+    written = export(model, stem, args.format, args.img_size,
                      args.dynamic, int8)
     if args.json:
         print(json.dumps({"files": [str(t) for t in targets],

@@ -1,4 +1,5 @@
-"""`main.py pipeline`: train dense -> sparse -> prune -> finetune -> compare, resumable."""
+"""`main.py pipeline`: train dense -> sparse -> prune -> finetune -> ship -> compare,
+resumable."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from common.lock import LOCK_NAME
 from prune.settings import PruneSettings
 from prune.settings import add_arguments as add_prune_settings
 
-HELP = "run the whole workflow (default: on the demo): train, sparse, prune, finetune, compare"
+HELP = ("run the whole workflow (default: on the demo): train, sparse, prune, finetune, ship, "
+        "compare")
 DESCRIPTION = """Run every step of the slimming workflow as the same `main.py` commands a user
 would type (each is printed before it runs), each stage in its own folder under --out:
 
@@ -33,13 +35,18 @@ would type (each is printed before it runs), each stage in its own folder under 
   prune/     main.py prune      blocks, then channels out    (pruned.cfg, pruned.weights,
                                                                prune_report.json/.png)
   finetune/  main.py finetune   the slim model recovers      (best.weights)
-  compare/   main.py compare    dense, sparse, pruned, finetuned (compare.md/.json/.png)
+  ship/      main.py export     the finetuned model as it    (pruned.onnx, pruned-int8.onnx)
+                                ships: ONNX FP32, and INT8
+                                (refused above --max-map-drop)
+  compare/   main.py compare    dense, sparse, pruned, finetuned, and the shipped files
+                                scored and timed as they run (compare.md/.json/.png)
 
 Interrupted at any moment (ctrl-C, kill -9), the same command continues: --out's
 pipeline.json (written before the first stage) lists the finished stages, which are skipped;
-a training stage continues from its last completed epoch; prune and compare start over. The
-manifest also keeps the settings, and a run with different ones is refused. A second
-pipeline on the same --out while one runs is refused, naming its pid (--wait: wait for it).
+a training stage continues from its last completed epoch; prune, ship and compare start
+over. The manifest also keeps the settings, and a run with different ones is refused. A
+second pipeline on the same --out while one runs is refused, naming its pid (--wait: wait
+for it).
 
 --penalty target tells the sparse stage the prune stage's flags: it fades out exactly the
 channels and blocks they remove (`main.py sparse --penalty target`), so the cut costs (almost)
@@ -60,7 +67,7 @@ examples:
       --dense-epochs 100 --sparse-epochs 100 --finetune-epochs 50 --s 0.001 \\
       --layers 0 --target-gflops 0.3x"""
 
-STAGES = ("dense", "sparse", "prune", "finetune", "compare")
+STAGES = ("dense", "sparse", "prune", "finetune", "ship", "compare")
 # The prune settings a pipeline run chooses (its flags, checked before the dense stage and
 # passed to its prune stage); the others keep `main.py prune`'s defaults.
 PRUNE_SETTINGS = ("ratio", "layers", "flops_exponent", "ranking", "latency_exponent",
@@ -78,6 +85,7 @@ DEMO_EPOCHS = dict(finetune=30)
 # 0.68 mAP@.5 after 10 epochs at --ramp 0.7), and a ramp over half the epochs leaves the other
 # half to train the slim network with the plan held at zero.
 TARGET_SPARSE = ("--optimizer", "adamw", "--lr", "0.003", "--ramp", "0.5")
+DEFAULT_CALIB_IMAGES = 300  # main.py export --int8's default
 
 
 def add_arguments(p) -> None:
@@ -105,6 +113,13 @@ def add_arguments(p) -> None:
                        help=f"epochs of the {stage} stage (default: {shown})")
     p.add_argument("--distill", action="store_true",
                    help="fine-tune with distillation from the dense model")
+    p.add_argument("--max-map-drop", type=float, default=0.01,
+                   help="ship: the INT8 file may lose at most this mAP@.5:.95 against FP32 on "
+                        "the val split, else the stage stops with the two figures (default: "
+                        "0.01)")
+    p.add_argument("--calib-images", type=int, default=None,
+                   help="ship: training images the INT8 file is calibrated on (default: 300, "
+                        "or every training image when there are fewer)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=None,
@@ -135,6 +150,10 @@ class Paths:
         return self.root / "finetune"
 
     @property
+    def ship(self) -> Path:
+        return self.root / "ship"
+
+    @property
     def compare(self) -> Path:
         return self.root / "compare"
 
@@ -144,11 +163,39 @@ class Paths:
 
 
 SETTINGS = ("cfg", "data", "weights", "img_size", *PRUNE_SETTINGS, "penalty", "s",
-            "dense_epochs", "sparse_epochs", "finetune_epochs", "distill")
+            "dense_epochs", "sparse_epochs", "finetune_epochs", "distill", "max_map_drop",
+            "calib_images")
+
+
+def stage_commands(stage: str, args, p: Paths) -> list[list[str]]:
+    """The `main.py` command lines of one stage, in the order they run."""
+    if stage != "ship":
+        return [stage_argv(stage, args, p)]
+    finetuned = ["--cfg", str(p.prune / PRUNED_CFG), "--weights",
+                 str(p.finetune / BEST_WEIGHTS), "--img-size", str(args.img_size)]
+    return [["export", *finetuned, "--out", str(p.ship)],
+            ["export", *finetuned, "--int8", "--data", args.data, "--calib-images",
+             str(calib_images(args)), "--max-map-drop", str(args.max_map_drop),
+             "--out", str(p.ship)]]
+
+
+def calib_images(args) -> int:
+    """--calib-images, or export's default of 300 capped at the training split's size."""
+    if args.calib_images is not None:
+        return args.calib_images
+    from yolodata import load_spec
+
+    return min(DEFAULT_CALIB_IMAGES, len(load_spec(args.data).train))
+
+
+def shipped_files(p: Paths) -> dict[str, Path]:
+    """The ship stage's files, by their compare row names."""
+    stem = Path(PRUNED_CFG).stem
+    return {"onnx-fp32": p.ship / f"{stem}.onnx", "onnx-int8": p.ship / f"{stem}-int8.onnx"}
 
 
 def stage_argv(stage: str, args, p: Paths) -> list[str]:
-    """The `main.py` command line of one stage."""
+    """The `main.py` command line of a one-command stage (all but ship)."""
     workers = ["--workers", str(args.workers)] if args.workers is not None else []
     common = ["--data", args.data, "--img-size", str(args.img_size), *workers]
     device = ["--device", args.device] if args.device else []
@@ -181,6 +228,8 @@ def stage_argv(stage: str, args, p: Paths) -> list[str]:
             "--model", f"sparse={dense_cfg},{p.sparse / LAST_WEIGHTS}",
             "--model", f"pruned={pruned_cfg},{pruned_weights}",
             "--model", f"finetuned={pruned_cfg},{p.finetune / BEST_WEIGHTS}",
+            *(arg for name, path in shipped_files(p).items()
+              for arg in ("--model", f"{name}={path}")),
             "--data", args.data, "--img-size", str(args.img_size), *workers,
             "--out", str(p.compare)]
 
@@ -283,18 +332,21 @@ def _run_stage(stage: str, args, p: Paths, manifest: dict, parser) -> int:
     from common.artefacts import CHECKPOINT
     from common.io import atomic_write_text
 
-    argv = stage_argv(stage, args, p)
+    commands = stage_commands(stage, args, p)
     if (p.root / stage / CHECKPOINT).exists():
-        argv.append("--resume")
-    print(f"[{stage}] $ python main.py {shlex.join(argv)}", flush=True)
+        commands[-1].append("--resume")
     start = time.perf_counter()
-    stage_args = parse_args(argv, parser)
-    rc = stage_args._run(stage_args)
-    if not rc:
-        manifest["stages"][stage] = {"seconds": time.perf_counter() - start,
-                                     "command": shlex.join(["python", "main.py", *argv])}
-        atomic_write_text(p.manifest, json.dumps(manifest, indent=2) + "\n")
-    return rc
+    for argv in commands:
+        print(f"[{stage}] $ python main.py {shlex.join(argv)}", flush=True)
+        stage_args = parse_args(argv, parser)
+        rc = stage_args._run(stage_args)
+        if rc:
+            return rc
+    manifest["stages"][stage] = {
+        "seconds": time.perf_counter() - start,
+        "command": " && ".join(shlex.join(["python", "main.py", *argv]) for argv in commands)}
+    atomic_write_text(p.manifest, json.dumps(manifest, indent=2) + "\n")
+    return 0
 
 
 def run(args) -> int:
@@ -303,7 +355,13 @@ def run(args) -> int:
     stage starts over in its folder. The manifest is written before the first stage and
     after each one, so an interruption at any moment leaves a folder the same command
     continues."""
+    from common.errors import UserError
+
     check_prune_settings(args)  # refuse bad prune settings here, not 20 minutes later
+    if not args.max_map_drop >= 0:
+        raise UserError(f"--max-map-drop must be >= 0, got {args.max_map_drop}")
+    if args.calib_images is not None and args.calib_images < 1:
+        raise UserError(f"--calib-images must be >= 1, got {args.calib_images}")
     with out_locked(args.out, args):
         return _run_stages(args)
 

@@ -419,8 +419,8 @@ def test_compare_writes_its_chart(tmp_path):
     from charts import compare
     from comparison.compare import Row, write_report
 
-    rows = [Row("dense", 0.9, 0.6, 1000, 0.145, 9.2, 0.8, 4.8),
-            Row("slim", 0.89, 0.58, 300, 0.042, 6.9, 0.8, 1.1)]
+    rows = [Row("dense", 0.9, 0.6, 1000, 0.145, 9.2, 0.8, 4.8, "onnxruntime"),
+            Row("slim", 0.89, 0.58, 300, 0.042, 6.9, 0.8, 1.1, "onnxruntime")]
     paths = write_report(rows, 64, "folded", tmp_path)
     assert png_size(paths["png"].read_bytes()) == compare.SIZE
     assert paths["png"].read_bytes() == charts.render(

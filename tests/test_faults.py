@@ -313,8 +313,9 @@ def test_a_kill_between_the_compare_files_leaves_the_old_set_whole(tmp_path, mon
     from comparison.compare import Row, write_report
 
     def rows(map50):
-        return [Row(**{f: (name if f == "name" else map50 if f.startswith("map") else 1.0)
-                       for f in Row.__dataclass_fields__}) for name in ("dense", "slim")]
+        return [Row(**{f: (name if f in ("name", "runtime") else map50 if f.startswith("map")
+                           else 1.0) for f in Row.__dataclass_fields__})
+                for name in ("dense", "slim")]
     out = tmp_path / "cmp"
     write_report(rows(0.5), 64, "torch", out)
     old = digests(out)

@@ -13,7 +13,7 @@ from helpers import ROOT, calibrate_heads, images
 
 import main
 from darknet import Darknet
-from shipping.backends import OrtBackend, TorchBackend, open_file, ort_session
+from shipping.backends import OrtBackend, open_file, ort_session
 from shipping.onnx_export import export_onnx
 from shipping.quantize import QDQ_OPS, decode_nodes, head_convs, quantize_onnx
 
@@ -62,31 +62,6 @@ def test_the_convs_are_int8_and_the_decode_float(quantized):
 
 # ---------------------------------------------------------------- the command
 
-@pytest.fixture(scope="module")
-def own_labels(tmp_path_factory):
-    """A demo model and a small data set whose val labels are that model's own detections:
-    the FP32 graph scores near 1, so any box INT8 moves shows as a drop in mAP@.5:.95."""
-    from detection import detect_image, open_image
-    from yolodata import ensure_demo_dataset, load_spec
-    from yolodata.labels import label_path
-
-    root = tmp_path_factory.mktemp("int8")
-    data = ensure_demo_dataset(root=root / "data", n_train=16, n_val=6, img_size=64, seed=3)
-    model = calibrate_heads(Darknet(DEMO), 64, seed=1)
-    model.save_weights(root / "demo.weights")
-    detector = TorchBackend(model, "eager")
-    for path in load_spec(data).val:
-        rgb = open_image(path)
-        det = detect_image(detector, rgb, 64, 0.3, 0.45)
-        scale = torch.tensor([rgb.width, rgb.height] * 2)
-        boxes = (det[:, :4].clamp(min=0) / scale).clamp(max=1)
-        rows = [f"{int(c)} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
-                for (x1, y1, x2, y2), c in zip(boxes.tolist(), det[:, 5].tolist(), strict=True)
-                if x2 - x1 > 1e-3 and y2 - y1 > 1e-3]  # boxes left inside the picture
-        label_path(path).write_text("\n".join(rows) + "\n")
-    return data, root / "demo.weights"
-
-
 def export_int8(own_labels, out, *args):
     data, weights = own_labels
     return main.main(["export", "--cfg", str(DEMO), "--weights", str(weights), "--img-size",
@@ -121,7 +96,7 @@ def test_export_int8_prints_both_maps_and_writes_the_file_it_measured(own_labels
     spec = load_spec(own_labels[0])
     val = YoloDataset(spec.val, spec.num_classes, 64)
     batches = [collate([val[i] for i in range(len(val))])]
-    shipped = open_file(out / ("demo.onnx" if fmt == "onnx" else "demo.xml"))
+    shipped = open_file(out / ("demo-int8.onnx" if fmt == "onnx" else "demo-int8.xml"))
     assert evaluate_batches(shipped, batches, spec.names).map == pytest.approx(report["map"])
 
 

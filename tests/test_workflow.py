@@ -142,8 +142,7 @@ def run_main(*args, cwd=ROOT):
 
 
 def test_compare_rows_and_ratios_are_consistent(demo_data, tmp_path):
-    from comparison.compare import ModelSpec, build_rows, load_models, ratios
-    from evaluation import MapResult
+    from comparison.compare import ModelSpec, Timing, compare, load_models, ratios
 
     dense = Darknet(DEMO_CFG)
     dense.save_weights(tmp_path / "dense.weights")
@@ -155,18 +154,18 @@ def test_compare_rows_and_ratios_are_consistent(demo_data, tmp_path):
              ModelSpec.parse(f"slim={files.cfg},{files.weights}")]
     models = load_models(specs)
     assert list(models) == ["dense", "slim"]
-    maps = [MapResult(0.8, 0.5, {}), MapResult(0.7, 0.4, {})]
-    rows = build_rows(models, maps, [(10.0, 1.0), (4.0, 1.0)], 64)
+    rows = compare(models, demo_data, "eager", 64, timing=Timing(2, 0)).rows
     q = ratios(rows)
-    assert q[0] == {"params": 1, "gflops": 1, "latency": 1, "weights": 1,
+    assert q[0] == {"params": 1, "gflops": 1, "latency": 1, "size": 1,
                     "map50_delta": 0, "map_delta": 0}
     assert q[1]["params"] == pytest.approx(rows[1].params / rows[0].params)
-    assert q[1]["latency"] == pytest.approx(0.4)
-    assert q[1]["map50_delta"] == pytest.approx(-0.1)
+    assert q[1]["latency"] == pytest.approx(rows[1].latency_ms / rows[0].latency_ms)
+    assert q[1]["map50_delta"] == pytest.approx(rows[1].map50 - rows[0].map50)
     assert rows[1].params == sum(p.numel() for p in models["slim"].parameters())
+    assert {r.runtime for r in rows} == {"eager"}
     # the size is the .weights file's, counted without writing one
     for row, path in zip(rows, (tmp_path / "dense.weights", files.weights), strict=True):
-        assert row.weights_mb == path.stat().st_size / 2**20
+        assert row.size_mb == path.stat().st_size / 2**20
 
 
 def test_compare_rejects_models_with_different_class_counts(tmp_path):
@@ -174,7 +173,7 @@ def test_compare_rejects_models_with_different_class_counts(tmp_path):
 
     with pytest.raises(UserError, match="different class counts"):
         compare({"a": Darknet(DEMO_CFG), "b": Darknet(TINY)}, tmp_path / "never-read.yaml")
-    with pytest.raises(UserError, match="NAME=CFG,WEIGHTS"):
+    with pytest.raises(UserError, match="NAME=CFG,WEIGHTS or NAME=FILE"):
         ModelSpec.parse("just-a-name")
 
 
@@ -205,18 +204,21 @@ def test_tiny_pipeline_writes_every_artefact_and_resumes(demo_data, tmp_path):
                  "dense/results.png", "sparse/last.weights", "sparse/gamma_hist.png",
                  "sparse/results.png", "prune/pruned.cfg", "prune/pruned.weights",
                  "prune/prune_report.json", "prune/prune_report.png", "finetune/best.weights",
-                 "finetune/results.png", "compare/compare.md", "compare/compare.json",
+                 "finetune/results.png", "ship/pruned.onnx", "ship/pruned-int8.onnx",
+                 "compare/compare.md", "compare/compare.json",
                  "compare/compare.png", "pipeline.json"]:
         assert (out / path).is_file(), path
     table = json.loads((out / "compare" / "compare.json").read_text())
-    assert [m["name"] for m in table["models"]] == ["dense", "sparse", "pruned", "finetuned"]
+    assert [m["name"] for m in table["models"]] == ["dense", "sparse", "pruned", "finetuned",
+                                                    "onnx-fp32", "onnx-int8"]
+    assert table["models"][4]["params"] < table["models"][3]["params"]  # BN folded
     assert table["models"][2]["params"] < table["models"][0]["params"]
     assert table["runtime"] == "onnxruntime"
     report = json.loads((out / "prune" / "prune_report.json").read_text())
     assert report["settings"]["flops_exponent"] == 0.1  # the pipeline passes prune's default
     # a second run skips every stage; other settings in the same folder are refused
     again = run_main(*args)
-    assert again.returncode == 0 and again.stdout.count("skipped") == 5
+    assert again.returncode == 0 and again.stdout.count("skipped") == 6
     other = run_main(*args[:-2], "--ratio", "0.3")
     assert other.returncode == 2 and "other settings (ratio" in other.stderr
 
@@ -324,7 +326,7 @@ def test_pipeline_killed_in_its_first_stage_continues_the_dense_run(demo_data, t
     again = run_main(*argv)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resuming {out / 'dense'} after epoch {done}" in again.stdout
-    assert finished_stages(out) == ["dense", "sparse", "prune", "finetune", "compare"]
+    assert finished_stages(out) == ["dense", "sparse", "prune", "finetune", "ship", "compare"]
     assert (out / "compare" / "compare.json").is_file()
     plain = tmp_path / "plain"
     assert run_main("train", "--cfg", DEMO_CFG, "--epochs", 2, "--data", demo_data,
@@ -339,6 +341,7 @@ def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(demo_data, 
     import common.io
     import engine.writer
     import main
+    import shipping.formats
     import shipping.timing
 
     out = tmp_path / "pipe"
@@ -361,8 +364,10 @@ def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(demo_data, 
     for module, name, fault, stages in [
             (engine.writer, "save_checkpoint", no_sparse_checkpoint, ["dense"]),
             (common.io, "atomic_write_text", no_prune_entry, ["dense", "sparse"]),
+            (shipping.formats, "gate_int8", interrupted,  # ship: the INT8 export, after
+             ["dense", "sparse", "prune", "finetune"]),  # the FP32 one
             (shipping.timing, "measure_latency", interrupted,  # compare, after its mAPs
-             ["dense", "sparse", "prune", "finetune"])]:
+             ["dense", "sparse", "prune", "finetune", "ship"])]:
         with monkeypatch.context() as m:
             m.setattr(module, name, fault)
             assert main.main(argv) == 130
@@ -374,13 +379,17 @@ def test_pipeline_killed_in_a_middle_and_in_its_last_stage_continues(demo_data, 
         if stages == ["dense", "sparse"]:  # sparse started over in its folder
             assert "[sparse] $ python main.py sparse" in printed.out
             assert "--resume" not in printed.out
-        if "finetune" in stages:  # prune ran again over its own outputs
+        if stages[-1] == "finetune":  # prune ran again over its own outputs
             assert "[prune] $ python main.py prune" in printed.out
+        if stages[-1] == "ship":  # ship started over: both exports again
+            assert printed.out.count("[ship] $ python main.py export") == 2
     assert main.main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.count("done before") == 4 and "[compare] $ python main.py compare" in printed
+    assert printed.count("done before") == 5 and "[compare] $ python main.py compare" in printed
     table = json.loads((out / "compare" / "compare.json").read_text())
-    assert [m["name"] for m in table["models"]] == ["dense", "sparse", "pruned", "finetuned"]
+    assert [m["name"] for m in table["models"]] == ["dense", "sparse", "pruned", "finetuned",
+                                                    "onnx-fp32", "onnx-int8"]
+    assert table["models"][4]["params"] < table["models"][3]["params"]  # BN folded
 
 
 @pytest.mark.parametrize("text, message", [
