@@ -53,7 +53,7 @@ examples:
   python main.py export --cfg runs/prune/pruned.cfg --weights runs/finetune/best.weights
   python main.py export --cfg cfgs/demo.cfg --weights w.weights --format onnx --dynamic --json
   python main.py export --cfg runs/prune/pruned.cfg --weights runs/finetune/best.weights \\
-      --int8 --data demo --out runs/export-int8
+      --int8 --data demo --out runs/export
   python main.py export --cfg runs/prune/pruned.cfg --weights runs/finetune/best.weights \\
       --format darknet --out runs/export"""
 
