@@ -1,15 +1,16 @@
 """Does INT8 add to pruning on a CPU? Dense and slim, FP32 and INT8, in onnxruntime and OpenVINO.
 
     python bench/bench_int8.py [--cfg cfgs/res2net-yolov3.cfg] [--img-size 416] [--runs 20]
-        [--warmup 3] [--threads N] [--calib-images N] [--demo RUN_DIR] [--skip-416]
+        [--warmup 3] [--threads N] [--calib-images N] [--int8-ops conv|body] [--demo RUN_DIR]
+        [--skip-416]
 
 Four forms of one model pair, each as an ONNX graph (``shipping.onnx_export``, BN folded):
 dense FP32, dense INT8, slim FP32, slim INT8 (INT8: ``shipping.quantize.quantize_onnx`` at
-its default ``QuantSettings``, QDQ convs). Each graph is opened in onnxruntime
-(``ort_session``) and in OpenVINO (the same ONNX bytes; it runs the QDQ graph with integer
-kernels), and all eight are timed in turns at batch 1 on the same image after a warm-up,
-NMS excluded (``measure_latency(..., nms=False)``); medians, and each one's ratio to dense
-FP32 in onnxruntime. Without OpenVINO its column reads n/a.
+its default ``QuantSettings``, QDQ convs; ``--int8-ops body``: the ops between them too).
+Each graph is opened in onnxruntime (``ort_session``) and in OpenVINO (the same ONNX bytes;
+it runs the QDQ graph with integer kernels), and all eight are timed in turns at batch 1 on
+the same image after a warm-up, NMS excluded (``measure_latency(..., nms=False)``); medians,
+and each one's ratio to dense FP32 in onnxruntime. Without OpenVINO its column reads n/a.
 
 - ``--cfg`` @``--img-size`` (default the full Res2Net-YOLOv3 @416): random weights and random
   BN gammas (latency does not depend on their values); slim is ``prune_model`` at
@@ -53,7 +54,12 @@ from shipping.backends import (  # noqa: E402
     ort_session,
 )
 from shipping.onnx_export import export_onnx  # noqa: E402
-from shipping.quantize import QuantSettings, calibration_images, quantize_onnx  # noqa: E402
+from shipping.quantize import (  # noqa: E402
+    BODY_OPS,
+    QuantSettings,
+    calibration_images,
+    quantize_onnx,
+)
 from shipping.timing import Timing, measure_latency  # noqa: E402
 
 FORMS = ("dense FP32", "dense INT8", "slim FP32", "slim INT8")
@@ -83,12 +89,12 @@ def cpu_line() -> str:
 
 
 def graphs(dense: Darknet, slim: Darknet, calib: Sequence[torch.Tensor],
-           image: torch.Tensor) -> list[bytes]:
+           image: torch.Tensor, settings: QuantSettings) -> list[bytes]:
     """The ONNX bytes of ``FORMS``: each model's FP32 graph, then its INT8 form."""
     files = []
     for model in (dense, slim):
         fp32 = export_onnx(model.eval(), image)
-        files += [fp32, quantize_onnx(fp32, calib, QuantSettings())]
+        files += [fp32, quantize_onnx(fp32, calib, settings)]
     return files
 
 
@@ -97,7 +103,8 @@ def table(title: str, dense: Darknet, slim: Darknet, calib: Sequence[torch.Tenso
     """Time ``FORMS`` in onnxruntime (and OpenVINO), all in turns; print the table and return
     the ms per runtime."""
     image = torch.rand_like(calib[0])
-    files = graphs(dense, slim, calib, image)
+    ops = BODY_OPS if args.int8_ops == "body" else ("Conv",)
+    files = graphs(dense, slim, calib, image, QuantSettings(ops=ops))
     backends = [OrtBackend(ort_session(f, args.threads)) for f in files]
     if openvino:
         backends += [OpenVinoBackend(openvino_model(f), args.threads) for f in files]
@@ -109,7 +116,7 @@ def table(title: str, dense: Darknet, slim: Darknet, calib: Sequence[torch.Tenso
     def cell(t: float | None) -> str:
         return "n/a" if t is None else f"{t:.2f} (x{t / base:.3f})"
 
-    print(f"\n{title}, median of {args.runs}\n")
+    print(f"\n{title}; INT8 quantizes: {args.int8_ops}; median of {args.runs}\n")
     print("| form | onnxruntime ms (x) | OpenVINO ms (x) |")
     print("|---|---|---|")
     for k, form in enumerate(FORMS):
@@ -161,6 +168,8 @@ def main() -> None:
     p.add_argument("--calib-images", type=int, default=None,
                    help=f"INT8 calibration images (default: {CALIB_RANDOM} random ones for "
                         f"--cfg, {CALIB_DEMO} training images for --demo)")
+    p.add_argument("--int8-ops", choices=("conv", "body"), default="conv",
+                   help="what INT8 quantizes, as main.py export --int8-ops (default: conv)")
     p.add_argument("--demo", metavar="RUN_DIR", help="also time a main.py pipeline run's models")
     p.add_argument("--skip-416", action="store_true", help="time only --demo")
     args = p.parse_args()

@@ -30,12 +30,18 @@ from engine.data import EpochLoader, load_data  # noqa: E402
 from engine.evaluator import evaluate_batches  # noqa: E402
 from shipping.backends import OrtBackend, ort_session  # noqa: E402
 from shipping.onnx_export import export_onnx  # noqa: E402
-from shipping.quantize import QuantSettings, calibration_images, quantize_onnx  # noqa: E402
+from shipping.quantize import (  # noqa: E402
+    BODY_OPS,
+    QuantSettings,
+    calibration_images,
+    quantize_onnx,
+)
 from yolodata import load_spec  # noqa: E402
 
 SHIPPED = QuantSettings()
 VARIANTS = {
     "as shipped": SHIPPED,
+    "the body quantized (--int8-ops body)": replace(SHIPPED, ops=BODY_OPS),
     "percentile 99.99": replace(SHIPPED, percentile=99.99),
     "percentile 99.999": replace(SHIPPED, percentile=99.999),
     "percentile 99.9999": replace(SHIPPED, percentile=99.9999),

@@ -33,8 +33,11 @@ DESCRIPTION = """Write a cfg + weights in a form other tools run.
   concats between convolutions. Chosen on the demo pipeline's fine-tuned slim model (300
   calibration images, mAP@.5:.95, FP32 0.5999): as chosen 0.5974; percentile 99.999
   0.5932, 99.99 0.5948; MinMax 0.5853, with 7-bit weights (reduce_range) 0.5804; 7-bit
-  weights with this percentile 0.5922. The dense demo model moves within 0.002 under all of
-  them (docs/shipping.md).
+  weights with this percentile 0.5922. The dense demo model moves within 0.005 under all of
+  them (docs/shipping.md). --int8-ops body quantizes the ops between the convs too, so
+  tensors stay 8-bit from conv to conv: res2net-yolov3 @416, slim, in onnxruntime 0.23
+  instead of 0.27 of the dense FP32 latency (OpenVINO: no change), while the demo's slim
+  model lost 0.0043 instead of 0.0025.
   Before the file is written, the INT8 file's mAP on the val set is measured in the runtime
   that ships it and printed beside the FP32 graph's, with both latencies (batch 1): INT8 is
   not faster everywhere (small models at small sizes can be slower; the timings say so). A
@@ -78,6 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "images calibrate and whose val split measures mAP (default: demo)")
     p.add_argument("--calib-images", type=int, default=300,
                    help="--int8: training images to calibrate on (default: 300)")
+    p.add_argument("--int8-ops", choices=("conv", "body"), default="conv",
+                   help="--int8: what is quantized: conv (the convolutions, default) or body "
+                        "(also the LeakyReLU, adds, concats, splits and upsamples between "
+                        "them: faster in onnxruntime at large inputs, a little less accurate; "
+                        "see above)")
     p.add_argument("--max-map-drop", type=float, default=0.01,
                    help="--int8: refuse a file losing more mAP@.5:.95 than this against FP32 "
                         "(default: 0.01)")
@@ -123,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
 def _check_args(args, UserError) -> None:
     if args.format == "darknet" and (args.dynamic or args.img_size is not None or args.int8):
         raise UserError("--dynamic, --img-size and --int8 apply to --format onnx and openvino")
+    if args.int8_ops != "conv" and not args.int8:
+        raise UserError("--int8-ops applies to --int8")
     if not args.max_map_drop >= 0:
         raise UserError(f"--max-map-drop must be >= 0, got {args.max_map_drop}")
 
@@ -134,15 +144,16 @@ def _int8_plan(args, model, img_size: int):
     from engine.data import EpochLoader, load_data
     from engine.evaluator import evaluate_batches
     from shipping.formats import Int8Plan
-    from shipping.quantize import calibration_images
+    from shipping.quantize import BODY_OPS, QuantSettings, calibration_images
     from yolodata import load_spec
 
     spec = load_spec(args.data)
     data = load_data(spec, img_size, model.num_classes, train=False)  # the class check first
     images = calibration_images(spec.train, args.calib_images, img_size)
     loader = EpochLoader(data.val, 32, shuffle=False, workers=0)
+    ops = BODY_OPS if args.int8_ops == "body" else ("Conv",)
     return Int8Plan(images, partial(evaluate_batches, batches=loader, class_names=spec.names),
-                    args.max_map_drop)
+                    args.max_map_drop, QuantSettings(ops=ops))
 
 
 def _int8_summary(report, max_drop: float) -> str:
