@@ -1,8 +1,8 @@
 """Does INT8 add to pruning on a CPU? Dense and slim, FP32 and INT8, in onnxruntime and OpenVINO.
 
     python bench/bench_int8.py [--cfg cfgs/res2net-yolov3.cfg] [--img-size 416] [--runs 20]
-        [--warmup 3] [--threads N] [--calib-images N] [--int8-ops conv|body] [--demo RUN_DIR]
-        [--skip-416]
+        [--warmup 3] [--threads N] [--calib-images N] [--round-to N] [--int8-ops conv|body]
+        [--demo RUN_DIR] [--skip-416]
 
 Four forms of one model pair, each as an ONNX graph (``shipping.onnx_export``, BN folded):
 dense FP32, dense INT8, slim FP32, slim INT8 (INT8: ``shipping.quantize.quantize_onnx`` at
@@ -33,6 +33,7 @@ import json
 import platform
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,12 +128,14 @@ def table(title: str, dense: Darknet, slim: Darknet, calib: Sequence[torch.Tenso
 def random_pair(args: argparse.Namespace, openvino: bool, has_vnni: bool) -> None:
     torch.manual_seed(0)
     dense = randomize_gammas(Darknet(args.cfg).eval(), 0)
-    slim, report = prune_model(dense, SLIM, args.img_size)
+    settings = SLIM if args.round_to is None else replace(SLIM, round_to=args.round_to)
+    slim, report = prune_model(dense, settings, args.img_size)
     size = args.img_size
     calib = [torch.rand(1, dense.cfg.net.channels, size, size)
              for _ in range(args.calib_images or CALIB_RANDOM)]
-    title = (f"{args.cfg} @{size}, random weights; slim: --target-gflops 0.3x --layers auto "
-             f"({report.gflops_after:.3g} of {report.gflops_before:.3g} GFLOPs)")
+    rounded = "" if args.round_to is None else f" --round-to {args.round_to}"
+    title = (f"{args.cfg} @{size}, random weights; slim: --target-gflops 0.3x --layers auto"
+             f"{rounded} ({report.gflops_after:.3g} of {report.gflops_before:.3g} GFLOPs)")
     ms = table(title, dense, slim, calib, args, openvino)
     ratios = [f"{rt} " + ("n/a" if t[3] is None else f"{t[3] / ms['onnxruntime'][0]:.3f}")
               + f" (target <= {TARGETS[rt]:.2f})" for rt, t in ms.items()]
@@ -168,6 +171,9 @@ def main() -> None:
     p.add_argument("--calib-images", type=int, default=None,
                    help=f"INT8 calibration images (default: {CALIB_RANDOM} random ones for "
                         f"--cfg, {CALIB_DEMO} training images for --demo)")
+    p.add_argument("--round-to", type=int, default=None,
+                   help="the slim model's channel widths a multiple of this (main.py prune "
+                        "--round-to; default: its auto)")
     p.add_argument("--int8-ops", choices=("conv", "body"), default="conv",
                    help="what INT8 quantizes, as main.py export --int8-ops (default: conv)")
     p.add_argument("--demo", metavar="RUN_DIR", help="also time a main.py pipeline run's models")

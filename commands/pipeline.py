@@ -54,7 +54,7 @@ no mAP; on the demo the faded model itself kept less than the L1 recipe's fine-t
 (docs/results.md), so the default stays network slimming's L1. --distill fine-tunes with the
 dense model as teacher.
 
-With no arguments: the demo cfg on the built-in demo dataset, about 45 minutes on 2 CPU
+With no arguments: the demo cfg on the built-in demo dataset, 26 to 45 minutes on 2 CPU
 cores. Its prune stage is the demo's default, chosen on the demo: remove 2 blocks, then
 channels ranked by the onnxruntime latency they cost, until at most 0.14x of the parameters
 are left (--layers 2 --ranking latency --target-params 0.14x); --ratio or another --target-*
