@@ -31,10 +31,11 @@ DESCRIPTION = """Write a cfg + weights in a form other tools run.
   list, letterboxed as eval does). Everything after the heads' last convolutions (the box and
   probability decode) and those convolutions stay float; so do the activations, adds and
   concats between convolutions. Chosen on the demo pipeline's fine-tuned slim model (300
-  calibration images, mAP@.5:.95, FP32 0.5999): as chosen 0.5974; percentile 99.999
-  0.5932, 99.99 0.5948; MinMax 0.5853, with 7-bit weights (reduce_range) 0.5804; 7-bit
-  weights with this percentile 0.5922. The dense demo model moves within 0.005 under all of
-  them (docs/shipping.md). --int8-ops body quantizes the ops between the convs too, so
+  calibration images, mAP@.5:.95, FP32 0.5999; bench/bench_quant.py): as chosen 0.5974;
+  percentile 99.99 0.5930, 99.999 0.5959; 7-bit weights (reduce_range) 0.5943; MinMax
+  0.5853, with 7-bit weights 0.5804; entropy 0.5969; the heads' last convs quantized too
+  0.5745. The dense demo model moves within 0.002 under all but the last
+  (docs/shipping.md). --int8-ops body quantizes the ops between the convs too, so
   tensors stay 8-bit from conv to conv: res2net-yolov3 @416, slim, in onnxruntime 0.23
   instead of 0.27 of the dense FP32 latency (OpenVINO: no change), while the demo's slim
   model lost 0.0043 instead of 0.0025.
