@@ -103,22 +103,15 @@ def _darknet_form(model: Darknet, runtime: str, img_size: int) -> _Form:
                  lambda image: model_backend(model, runtime, image))
 
 
-def _file_form(path: Path, runtime: str, img_size: int) -> _Form:
+def _file_form(path: Path, runtime: str, img_size: int | None) -> tuple[_Form, int]:
+    """The form of an exported file, and the size it runs at: ``img_size``, else (the first
+    model) the file's own input size."""
     from shipping.deployed import file_bytes, graph_cost, open_deployed
 
-    backend, _ = open_deployed(path, runtime, img_size)
+    backend, img_size = open_deployed(path, runtime, img_size)
     cost = graph_cost(path, img_size)
     return _Form(backend, cost.params, cost.gflops, file_bytes(path) / 2**20, backend.name,
-                 lambda image: backend)
-
-
-def _input_size(model: Darknet | str | Path, runtime: str) -> int:
-    """The first model's input size: its cfg's height, or an exported file's fixed input."""
-    if isinstance(model, Darknet):
-        return model.cfg.net.height
-    from shipping.deployed import open_deployed
-
-    return open_deployed(model, runtime)[1]
+                 lambda image: backend), img_size
 
 
 @dataclass(frozen=True)
@@ -161,9 +154,13 @@ def compare(models: Mapping[str, Darknet | str | Path], data: str | Path | DataS
     if timing.runs < 1 or timing.warmup < 0:
         raise UserError(f"runs must be >= 1 and warmup >= 0, got {timing.runs}, "
                         f"{timing.warmup}")
-    img_size = img_size or _input_size(next(iter(models.values())), runtime)
-    forms = {name: _darknet_form(m, runtime, img_size) if isinstance(m, Darknet)
-             else _file_form(Path(m), runtime, img_size) for name, m in models.items()}
+    forms: dict[str, _Form] = {}
+    for name, model in models.items():  # the first model settles a missing img_size
+        if isinstance(model, Darknet):
+            img_size = img_size or model.cfg.net.height
+            forms[name] = _darknet_form(model, runtime, img_size)
+        else:
+            forms[name], img_size = _file_form(Path(model), runtime, img_size)
     classes = {name: f.predictor.num_classes for name, f in forms.items()}
     if len(set(classes.values())) > 1:
         raise UserError(f"models detect different class counts, cannot compare: {classes}")
