@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import onnxruntime  # noqa: E402
 import torch  # noqa: E402
 
+from commands.export import CALIB_IMAGES  # noqa: E402
 from common.artefacts import BEST_WEIGHTS, MODEL_CFG, PIPELINE_MANIFEST, PRUNED_CFG  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from darknet import Darknet  # noqa: E402
@@ -56,7 +57,7 @@ from shipping.backends import (  # noqa: E402
 )
 from shipping.onnx_export import export_onnx  # noqa: E402
 from shipping.quantize import (  # noqa: E402
-    BODY_OPS,
+    OP_SETS,
     QuantSettings,
     calibration_images,
     quantize_onnx,
@@ -66,7 +67,7 @@ from shipping.timing import Timing, measure_latency  # noqa: E402
 FORMS = ("dense FP32", "dense INT8", "slim FP32", "slim INT8")
 TARGETS = {"onnxruntime": 0.15, "OpenVINO": 0.10}  # slim INT8 / dense FP32 (onnxruntime)
 SLIM = PruneSettings(layers="auto", target_gflops="0.3x")  # --target-gflops 0.3x --layers auto
-CALIB_RANDOM, CALIB_DEMO = 8, 300  # the demo's: main.py export --int8's default
+CALIB_RANDOM, CALIB_DEMO = 8, CALIB_IMAGES  # the demo's: main.py export --int8's default
 
 
 def openvino_version() -> str | None:
@@ -104,8 +105,7 @@ def table(title: str, dense: Darknet, slim: Darknet, calib: Sequence[torch.Tenso
     """Time ``FORMS`` in onnxruntime (and OpenVINO), all in turns; print the table and return
     the ms per runtime."""
     image = torch.rand_like(calib[0])
-    ops = BODY_OPS if args.int8_ops == "body" else ("Conv",)
-    files = graphs(dense, slim, calib, image, QuantSettings(ops=ops))
+    files = graphs(dense, slim, calib, image, QuantSettings(ops=OP_SETS[args.int8_ops]))
     backends = [OrtBackend(ort_session(f, args.threads)) for f in files]
     if openvino:
         backends += [OpenVinoBackend(openvino_model(f), args.threads) for f in files]
@@ -174,7 +174,7 @@ def main() -> None:
     p.add_argument("--round-to", type=int, default=None,
                    help="the slim model's channel widths a multiple of this (main.py prune "
                         "--round-to; default: its auto)")
-    p.add_argument("--int8-ops", choices=("conv", "body"), default="conv",
+    p.add_argument("--int8-ops", choices=tuple(OP_SETS), default="conv",
                    help="what INT8 quantizes, as main.py export --int8-ops (default: conv)")
     p.add_argument("--demo", metavar="RUN_DIR", help="also time a main.py pipeline run's models")
     p.add_argument("--skip-416", action="store_true", help="time only --demo")

@@ -62,6 +62,9 @@ examples:
       --format darknet --out runs/export"""
 
 
+CALIB_IMAGES = 300  # --calib-images' default (the pipeline's ship stage uses it too)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", required=True, help="Darknet .cfg")
     p.add_argument("--weights", required=True, help="Darknet .weights")
@@ -80,8 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="demo",
                    help="--int8: data .yaml, Darknet .data file or 'demo' whose training "
                         "images calibrate and whose val split measures mAP (default: demo)")
-    p.add_argument("--calib-images", type=int, default=300,
-                   help="--int8: training images to calibrate on (default: 300)")
+    p.add_argument("--calib-images", type=int, default=CALIB_IMAGES,
+                   help=f"--int8: training images to calibrate on (default: {CALIB_IMAGES})")
     p.add_argument("--int8-ops", choices=("conv", "body"), default="conv",
                    help="--int8: what is quantized: conv (the convolutions, default) or body "
                         "(also the LeakyReLU, adds, concats, splits and upsamples between "
@@ -98,6 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from commands import check_img_size
+    from common.artefacts import INT8_STEM
     from common.errors import UserError
     from common.io import ensure_writable_dir
     from darknet import Darknet
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args, UserError)
     model = Darknet(args.cfg, args.weights)
     out = Path(args.out)
-    stem = out / (Path(args.cfg).stem + ("-int8" if args.int8 else ""))
+    stem = out / (Path(args.cfg).stem + (INT8_STEM if args.int8 else ""))
     targets = export_paths(stem, args.format)
     inputs = {Path(args.cfg).resolve(), Path(args.weights).resolve()}
     if any(t.resolve() in inputs for t in targets):
@@ -145,16 +149,15 @@ def _int8_plan(args, model, img_size: int):
     from engine.data import EpochLoader, load_data
     from engine.evaluator import evaluate_batches
     from shipping.formats import Int8Plan
-    from shipping.quantize import BODY_OPS, QuantSettings, calibration_images
+    from shipping.quantize import OP_SETS, QuantSettings, calibration_images
     from yolodata import load_spec
 
     spec = load_spec(args.data)
     data = load_data(spec, img_size, model.num_classes, train=False)  # the class check first
     images = calibration_images(spec.train, args.calib_images, img_size)
     loader = EpochLoader(data.val, 32, shuffle=False, workers=0)
-    ops = BODY_OPS if args.int8_ops == "body" else ("Conv",)
     return Int8Plan(images, partial(evaluate_batches, batches=loader, class_names=spec.names),
-                    args.max_map_drop, QuantSettings(ops=ops))
+                    args.max_map_drop, QuantSettings(ops=OP_SETS[args.int8_ops]))
 
 
 def _int8_summary(report, max_drop: float) -> str:

@@ -10,9 +10,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from commands.export import CALIB_IMAGES
 from commands.train import add_wait_argument, out_locked
 from common.artefacts import (
     BEST_WEIGHTS,
+    INT8_STEM,
     LAST_WEIGHTS,
     MODEL_CFG,
     PIPELINE_MANIFEST,
@@ -85,7 +87,6 @@ DEMO_EPOCHS = dict(finetune=30)
 # 0.68 mAP@.5 after 10 epochs at --ramp 0.7), and a ramp over half the epochs leaves the other
 # half to train the slim network with the plan held at zero.
 TARGET_SPARSE = ("--optimizer", "adamw", "--lr", "0.003", "--ramp", "0.5")
-DEFAULT_CALIB_IMAGES = 300  # main.py export --int8's default
 
 
 def add_arguments(p) -> None:
@@ -118,8 +119,8 @@ def add_arguments(p) -> None:
                         "the val split, else the stage stops with the two figures (default: "
                         "0.01)")
     p.add_argument("--calib-images", type=int, default=None,
-                   help="ship: training images the INT8 file is calibrated on (default: 300, "
-                        "or every training image when there are fewer)")
+                   help="ship: training images the INT8 file is calibrated on (default: "
+                        f"{CALIB_IMAGES}, or every training image when there are fewer)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--workers", type=int, default=None,
@@ -185,13 +186,14 @@ def calib_images(args) -> int:
         return args.calib_images
     from yolodata import load_spec
 
-    return min(DEFAULT_CALIB_IMAGES, len(load_spec(args.data).train))
+    return min(CALIB_IMAGES, len(load_spec(args.data).train))
 
 
 def shipped_files(p: Paths) -> dict[str, Path]:
     """The ship stage's files, by their compare row names."""
     stem = Path(PRUNED_CFG).stem
-    return {"onnx-fp32": p.ship / f"{stem}.onnx", "onnx-int8": p.ship / f"{stem}-int8.onnx"}
+    return {"onnx-fp32": p.ship / f"{stem}.onnx",
+            "onnx-int8": p.ship / f"{stem}{INT8_STEM}.onnx"}
 
 
 def stage_argv(stage: str, args, p: Paths) -> list[str]:

@@ -22,5 +22,8 @@ PRUNE_REPORT, PRUNE_CHART = "prune_report.json", "prune_report.png"
 # a comparison: comparison.compare
 COMPARE_MD, COMPARE_JSON, COMPARE_CHART = "compare.md", "compare.json", "compare.png"
 
+# an export: commands.export writes <cfg stem><suffix>; --int8 adds INT8_STEM before it
+INT8_STEM = "-int8"
+
 # the pipeline's manifest: commands.pipeline
 PIPELINE_MANIFEST = "pipeline.json"

@@ -39,6 +39,7 @@ from .onnx_export import INPUT
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 BODY_OPS = ("Conv", "LeakyRelu", "Add", "Concat", "Split", "Resize")
+OP_SETS = {"conv": ("Conv",), "body": BODY_OPS}  # main.py export --int8-ops
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
@@ -51,7 +52,7 @@ class QuantSettings:
     weights 0.5804; entropy 0.5969; symmetric activations 0.5937; heads quantized 0.5745.
     The dense model (FP32 0.6786) moves within 0.002 under all but the last (0.6382)."""
 
-    ops: tuple[str, ...] = ("Conv",)  # the op types quantized (BODY_OPS: all between convs)
+    ops: tuple[str, ...] = OP_SETS["conv"]  # the op types quantized (BODY_OPS: all between convs)
     calibration: str = "percentile"  # one of CALIBRATION_METHODS
     percentile: float = 99.995  # percentile calibration: the |activation| range kept
     symmetric_activations: bool = False  # uint8 activations with a zero point at 128
